@@ -1,0 +1,184 @@
+// Coalesces ready operations into batches and keeps up to `maxInFlight` batches running.
+//
+// When to close a batch:
+//  - the pipeline is idle: at once (a lone request must not wait for a window);
+//  - the batch is full (batchMax);
+//  - otherwise, while other batches run, after windowMs, or when a running batch finishes.
+// So under load the next batch fills while the current one runs (pipelining), and the window
+// only matters when more than one batch may run at a time.
+//
+// Operations are taken strictly in submission order, and batches start in that order. Callers
+// (the scheduler) guarantee that two operations of one endpoint are never pending together, so
+// batches that run side by side never touch the same kernel object.
+import { channel } from 'node:diagnostics_channel';
+import type { BatchResponse, OpResult, OpWork } from './ops.js';
+import type { BookChanges } from '../state/store.js';
+import type { IntentItem } from '../state/records.js';
+
+export type Work = Omit<OpWork, 'opId'>;
+
+export interface BatchEntry {
+  readonly work: Work;
+  readonly intent: IntentItem | null;
+  /**
+   * Called synchronously once the batch's kernel work is done, before any request is answered:
+   * updates the in-memory books and returns what to persist. All entries' changes of one batch
+   * are committed in one transaction.
+   */
+  readonly settle: (result: OpResult) => BookChanges | null;
+}
+
+export interface BatchHooks {
+  /** persist what the batch is about to do (must be synchronous: it runs before the kernel) */
+  beforeRun(batchId: number, intents: IntentItem[]): void;
+  /** persist what it did */
+  afterRun(batchId: number, hadIntent: boolean, changes: BookChanges[]): void;
+}
+
+export interface BatchRunner {
+  (req: { batchId: number; ops: OpWork[]; linkGroup: number }): Promise<BatchResponse>;
+}
+
+export interface BatcherOptions {
+  readonly batchMax: number;
+  readonly windowMs: number;
+  readonly maxInFlight: number;
+}
+
+interface Pending {
+  readonly entry: BatchEntry;
+  readonly resolve: (r: OpResult) => void;
+}
+
+export const batchChannel = channel('bb:batch:applied');
+
+export interface BatchEvent {
+  readonly batchId: number;
+  readonly size: number;
+  readonly failed: number;
+  readonly queueMs: number;
+  readonly timings: BatchResponse['timings'] | null;
+}
+
+const LINK_GROUP_BASE = 0x62620000; // "bb" in the high bytes: never a group someone else uses
+
+export class Batcher {
+  private queue: Pending[] = [];
+  private inFlight = 0;
+  private timer: NodeJS.Timeout | null = null;
+  private nextBatchId: number;
+  private nextOpId = 1;
+  private idleWaiters: Array<() => void> = [];
+
+  constructor(
+    private readonly run: BatchRunner,
+    private readonly hooks: BatchHooks,
+    private readonly opts: BatcherOptions,
+    firstBatchId = 1,
+  ) {
+    this.nextBatchId = firstBatchId;
+  }
+
+  get queued(): number {
+    return this.queue.length;
+  }
+
+  get running(): number {
+    return this.inFlight;
+  }
+
+  submit(entry: BatchEntry): Promise<OpResult> {
+    return new Promise<OpResult>((resolve) => {
+      this.queue.push({ entry, resolve });
+      this.pump();
+    });
+  }
+
+  /** Resolves when nothing is queued or running (graceful shutdown). */
+  drained(): Promise<void> {
+    if (this.queue.length === 0 && this.inFlight === 0) return Promise.resolve();
+    return new Promise((r) => this.idleWaiters.push(r));
+  }
+
+  private pump(): void {
+    while (this.queue.length > 0 && this.inFlight < this.opts.maxInFlight) {
+      if (this.inFlight === 0 || this.queue.length >= this.opts.batchMax) {
+        this.dispatch();
+        continue;
+      }
+      if (this.timer === null) {
+        this.timer = setTimeout(() => {
+          this.timer = null;
+          if (this.queue.length > 0 && this.inFlight < this.opts.maxInFlight) this.dispatch();
+          this.pump();
+        }, this.opts.windowMs);
+      }
+      return;
+    }
+  }
+
+  private dispatch(): void {
+    if (this.timer !== null) {
+      clearTimeout(this.timer);
+      this.timer = null;
+    }
+    const taken = this.queue.splice(0, this.opts.batchMax);
+    const batchId = this.nextBatchId++;
+    this.inFlight++;
+    void this.execute(batchId, taken).finally(() => {
+      this.inFlight--;
+      this.pump();
+      if (this.queue.length === 0 && this.inFlight === 0) {
+        const waiters = this.idleWaiters;
+        this.idleWaiters = [];
+        for (const w of waiters) w();
+      }
+    });
+  }
+
+  private async execute(batchId: number, taken: Pending[]): Promise<void> {
+    const t0 = performance.now();
+    const ops: OpWork[] = taken.map((p) => ({ ...p.entry.work, opId: this.nextOpId++ }));
+    const intents = taken.flatMap((p) => (p.entry.intent ? [p.entry.intent] : []));
+    let response: BatchResponse | null = null;
+    let results: OpResult[];
+    try {
+      if (intents.length > 0) this.hooks.beforeRun(batchId, intents);
+      response = await this.run({ batchId, ops, linkGroup: LINK_GROUP_BASE + (batchId % 4096) });
+      const byId = new Map(response.results.map((r) => [r.opId, r]));
+      results = ops.map((o) => byId.get(o.opId) ?? { opId: o.opId, ok: false, message: 'no result from worker' });
+    } catch (err) {
+      // A worker that died, or books that could not be written: every request of the batch gets
+      // an error, none is left hanging.
+      const message = `batch ${batchId} failed: ${err instanceof Error ? err.message : String(err)}`;
+      results = ops.map((o) => ({ opId: o.opId, ok: false, message }));
+    }
+    const changes: BookChanges[] = [];
+    taken.forEach((p, i) => {
+      const r = results[i] as OpResult;
+      try {
+        const c = p.entry.settle(r);
+        if (c !== null) changes.push(c);
+      } catch {
+        // settle is the driver's bookkeeping; a bug there must not strand the other requests
+      }
+    });
+    try {
+      this.hooks.afterRun(batchId, intents.length > 0, changes);
+    } catch (err) {
+      const message = `batch ${batchId}: could not write the books: ${err instanceof Error ? err.message : String(err)}`;
+      results = results.map((r) => ({ ...r, ok: false, message }));
+    }
+    taken.forEach((p, i) => p.resolve(results[i] as OpResult));
+    if (batchChannel.hasSubscribers) {
+      const ev: BatchEvent = {
+        batchId,
+        size: taken.length,
+        failed: results.filter((r) => !r.ok).length,
+        queueMs: performance.now() - t0,
+        timings: response?.timings ?? null,
+      };
+      batchChannel.publish(ev);
+    }
+  }
+}

@@ -1,0 +1,144 @@
+// Command line: `batchbridge serve|ports|help`. Argument parsing is strict: an unknown flag is
+// an error, never ignored.
+import { parseArgs } from 'node:util';
+import type { LevelWithSilent } from 'pino';
+import { createLogger } from './log.js';
+import { startServer } from './server.js';
+import { DEFAULT_TOOLS } from './workers/spawn.js';
+import { isValidIfName } from './domain/names.js';
+import { printPorts } from './cli-ports.js';
+
+const HELP = `batchbridge — a Docker network driver plugin that does what the built-in bridge
+driver does, batching the kernel work of many endpoints into one transaction.
+
+Usage:
+  batchbridge serve [options]      run the plugin (as root, in dockerd's network namespace)
+  batchbridge ports [options]      list the published ports of the running plugin
+  batchbridge --help               this text
+
+serve options:
+  --name NAME            driver name for 'docker network create -d NAME' (default: batchbridge);
+                         the socket is <socket-dir>/<NAME>.sock
+  --state-dir DIR        where the books (SQLite) live (default: /var/lib/batchbridge)
+  --socket-dir DIR       where the plugin socket goes (default: /run/docker/plugins)
+  --batch-max N          most operations in one kernel batch (default: 256; 1 = one at a time)
+  --batch-window-ms MS   how long a batch may wait to fill while another one runs (default: 2)
+  --workers N            worker threads, and batches running at once (default: 2)
+  --max-queue N          operations queued before new work is refused as overloaded (default: 4096)
+  --log-level L          fatal, error, warn, info, debug, trace or silent (default: info)
+
+ports options:
+  --name NAME            the plugin to ask (default: batchbridge)
+  --socket-dir DIR       where its socket is (default: /run/docker/plugins)
+  --json                 print JSON instead of one line per binding
+
+Exit status: 0 on success (serve: after SIGTERM/SIGINT and a clean drain), 1 on error, 2 on bad usage.
+`;
+
+const LEVELS = new Set(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
+
+class UsageError extends Error {}
+
+function intFlag(v: string | undefined, name: string, dflt: number, min: number, max: number): number {
+  if (v === undefined) return dflt;
+  if (!/^\d+$/.test(v)) throw new UsageError(`--${name} must be a whole number, got ${JSON.stringify(v)}`);
+  const n = Number(v);
+  if (n < min || n > max) throw new UsageError(`--${name} must be between ${min} and ${max}, got ${n}`);
+  return n;
+}
+
+function checkName(name: string): string {
+  // The name becomes a socket file name and a driver name: keep it to safe characters.
+  if (!isValidIfName(name.slice(0, 15)) || !/^[a-z0-9][a-z0-9_.-]{0,63}$/.test(name)) {
+    throw new UsageError(`--name must be 1-64 characters of [a-z0-9_.-], got ${JSON.stringify(name)}`);
+  }
+  if (['bridge', 'host', 'null', 'overlay', 'macvlan', 'ipvlan', 'none'].includes(name)) {
+    throw new UsageError(`--name ${name} is a built-in Docker driver name: dockerd would never call the plugin`);
+  }
+  return name;
+}
+
+async function serve(args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    strict: true,
+    allowPositionals: false,
+    options: {
+      name: { type: 'string' },
+      'state-dir': { type: 'string' },
+      'socket-dir': { type: 'string' },
+      'batch-max': { type: 'string' },
+      'batch-window-ms': { type: 'string' },
+      workers: { type: 'string' },
+      'max-queue': { type: 'string' },
+      'log-level': { type: 'string' },
+      'firewall-check-ms': { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(HELP);
+    return 0;
+  }
+  const level = values['log-level'] ?? 'info';
+  if (!LEVELS.has(level)) throw new UsageError(`--log-level must be one of ${[...LEVELS].join(', ')}`);
+  const log = createLogger(level as LevelWithSilent);
+  const cfg = {
+    name: checkName(values.name ?? 'batchbridge'),
+    stateDir: values['state-dir'] ?? '/var/lib/batchbridge',
+    socketDir: values['socket-dir'] ?? '/run/docker/plugins',
+    batchMax: intFlag(values['batch-max'], 'batch-max', 256, 1, 4096),
+    batchWindowMs: intFlag(values['batch-window-ms'], 'batch-window-ms', 2, 0, 1000),
+    workers: intFlag(values.workers, 'workers', 2, 1, 16),
+    maxQueue: intFlag(values['max-queue'], 'max-queue', 4096, 1, 1_000_000),
+    firewallCheckMs: intFlag(values['firewall-check-ms'], 'firewall-check-ms', 2000, 100, 3_600_000),
+    tools: {
+      ...DEFAULT_TOOLS,
+      // Fault injection and unusual installs: point at other binaries (never through a shell).
+      ...(process.env.BB_IP_BIN ? { ip: process.env.BB_IP_BIN } : {}),
+      ...(process.env.BB_IPTABLES_RESTORE_BIN ? { iptablesRestore: process.env.BB_IPTABLES_RESTORE_BIN } : {}),
+    },
+  };
+  const server = await startServer(cfg, log);
+  await new Promise<void>((resolve) => {
+    const onSignal = (sig: string): void => {
+      log.info({ sig }, 'stopping: draining in-flight work');
+      process.off('SIGTERM', onSignal);
+      process.off('SIGINT', onSignal);
+      server.stop().then(resolve, (err: unknown) => {
+        log.error({ err }, 'error while stopping');
+        resolve();
+      });
+    };
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+  });
+  log.flush();
+  return 0;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  try {
+    switch (cmd) {
+      case 'serve':
+        return await serve(rest);
+      case 'ports':
+        return await printPorts(rest);
+      case undefined:
+      case 'help':
+      case '--help':
+      case '-h':
+        process.stdout.write(HELP);
+        return cmd === undefined ? 2 : 0;
+      default:
+        throw new UsageError(`unknown command ${JSON.stringify(cmd)}`);
+    }
+  } catch (err) {
+    if (err instanceof UsageError || (err as NodeJS.ErrnoException).code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' || (err as NodeJS.ErrnoException).code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' || (err as NodeJS.ErrnoException).code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL') {
+      process.stderr.write(`batchbridge: ${(err as Error).message}\nRun 'batchbridge --help' for usage.\n`);
+      return 2;
+    }
+    throw err;
+  }
+}

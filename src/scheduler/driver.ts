@@ -1,0 +1,509 @@
+// The driver: what each protocol call does, in terms of the books and kernel work. It owns the
+// gate (network operations exclusive), the lanes (per-endpoint order) and the batcher (kernel
+// work of many requests in one transaction). Only this layer talks to the state store.
+import type { Logger } from 'pino';
+import { Batcher, type BatchEntry, type Work } from '../batching/batcher.js';
+import type { FirewallChange, IpOp, OpResult, SysctlWrite } from '../batching/ops.js';
+import { planNetworkAdd, planNetworkRemove, type FwNetwork } from '../batching/plan-firewall.js';
+import { planEndpointPortsAdd, planEndpointPortsRemove } from '../batching/plan-ports.js';
+import { parseCidr } from '../domain/addr.js';
+import { resolveEndpointAddresses, type CreateEndpointInterface } from '../domain/endpoint-spec.js';
+import { randomVethName, type EndpointId, type NetworkId } from '../domain/names.js';
+import { conflictReason, parseNetworkSpec, type CreateNetworkInput, type NetworkSpec } from '../domain/network-spec.js';
+import {
+  BridgeFullError,
+  EndpointExistsError,
+  EndpointNotFoundError,
+  KernelError,
+  NetworkConflictError,
+  NetworkExistsError,
+  NetworkNotFoundError,
+  ShuttingDownError,
+} from '../errors.js';
+import type { EndpointRecord, IntentItem, NetworkRecord, PortMapping } from '../state/records.js';
+import type { BookChanges, StateStore } from '../state/store.js';
+import type { KernelExecutor } from '../workers/pool.js';
+import type { ToolPaths } from '../workers/spawn.js';
+import { Books } from './books.js';
+import { FifoGate } from './gate.js';
+import { Lanes } from './lanes.js';
+import { PortAllocator, parsePortOptions, type PortRequest } from './ports.js';
+
+export interface DriverOptions {
+  readonly batchMax: number;
+  readonly windowMs: number;
+  readonly maxInFlight: number;
+  readonly tools: ToolPaths;
+}
+
+/** A Linux bridge takes at most 1024 ports (BR_MAX_PORTS). */
+const BRIDGE_MAX_PORTS = 1024;
+
+export interface CreateEndpointRequest {
+  readonly NetworkID: NetworkId;
+  readonly EndpointID: EndpointId;
+  readonly Interface: CreateEndpointInterface | null | undefined;
+  readonly Options: Record<string, unknown>;
+}
+
+export interface JoinResponse {
+  InterfaceName: { SrcName: string; DstPrefix: string };
+  Gateway?: string;
+  GatewayIPv6?: string;
+  StaticRoutes: never[];
+  DisableGatewayService: boolean;
+}
+
+export function toFwNetwork(spec: NetworkSpec): FwNetwork {
+  return {
+    id: spec.id,
+    bridge: spec.bridge,
+    subnet4: spec.ipv4.network,
+    subnet6: spec.ipv6 === null ? null : spec.ipv6.network,
+    enableIpv6: spec.enableIpv6,
+    icc: spec.icc,
+    masquerade: spec.masquerade,
+    hostIpv4: spec.hostIpv4,
+    internal: spec.internal,
+    gatewayModeIpv4: spec.gatewayModeIpv4,
+    gatewayModeIpv6: spec.gatewayModeIpv6,
+  };
+}
+
+interface LinkInfo {
+  readonly ifname: string;
+  readonly kind: string | null;
+  readonly addrs: string[];
+}
+
+export class Driver {
+  readonly books = new Books();
+  readonly gate = new FifoGate();
+  readonly lanes = new Lanes();
+  readonly batcher: Batcher;
+  readonly ports: PortAllocator;
+  private readonly pendingEndpoints = new Set<string>();
+  private closing = false;
+
+  constructor(
+    private readonly store: StateStore,
+    private readonly exec: KernelExecutor,
+    private readonly opts: DriverOptions,
+    private readonly log: Logger,
+  ) {
+    this.books.load(store.loadNetworks(), store.loadEndpoints());
+    this.ports = new PortAllocator();
+    for (const e of this.books.endpoints.values()) this.ports.restore(e.id, e.mappings);
+    const firstBatch = Math.max(0, ...store.loadIntents().map((i) => i.batchId)) + 1;
+    this.batcher = new Batcher(
+      (req) => this.exec.runBatch(req),
+      {
+        beforeRun: (batchId, items) => this.store.writeIntent({ batchId, createdAt: Date.now(), items }),
+        afterRun: (batchId, hadIntent, changes) => {
+          if (changes.length === 0 && !hadIntent) return;
+          this.store.commit(mergeChanges(changes, hadIntent ? batchId : null));
+        },
+      },
+      { batchMax: opts.batchMax, windowMs: opts.windowMs, maxInFlight: opts.maxInFlight },
+      firstBatch,
+    );
+  }
+
+  /** Stop taking new work; resolve when everything accepted so far is done. */
+  async drain(): Promise<void> {
+    this.closing = true;
+    const release = await this.gate.acquireExclusive();
+    release();
+    await this.batcher.drained();
+  }
+
+  get queueDepth(): number {
+    return this.batcher.queued + this.batcher.running;
+  }
+
+  private checkOpen(): void {
+    if (this.closing) throw new ShuttingDownError('batchbridge is shutting down');
+  }
+
+  private submit(work: Work, intent: IntentItem | null, settle: (r: OpResult) => BookChanges | null): Promise<OpResult> {
+    const entry: BatchEntry = { work, intent, settle };
+    return this.batcher.submit(entry);
+  }
+
+  // ---------------------------------------------------------------- networks
+
+  async createNetwork(input: CreateNetworkInput): Promise<void> {
+    this.checkOpen();
+    const spec = parseNetworkSpec(input);
+    const release = await this.gate.acquireExclusive();
+    try {
+      if (this.books.networks.has(spec.id)) throw new NetworkExistsError(`network ${spec.id} exists`);
+      for (const other of this.books.networks.values()) {
+        const reason = conflictReason(spec, other.spec);
+        if (reason !== null) {
+          throw new NetworkConflictError(
+            `cannot create network ${spec.id} (${spec.bridge}): conflicts with network ${other.spec.id} (${other.spec.bridge}): ${reason}`,
+          );
+        }
+      }
+      if (this.books.isNameTaken(spec.bridge)) {
+        throw new NetworkConflictError(`cannot create network ${spec.id}: interface name ${spec.bridge} is in use by an endpoint of batchbridge`);
+      }
+      const existing = await this.probeLink(spec.bridge);
+      if (existing !== null && existing.kind !== 'bridge') {
+        throw new NetworkConflictError(`existing interface ${spec.bridge} is not a bridge`);
+      }
+      const createdBridge = existing === null;
+      const wanted = bridgeAddrs(spec);
+      const addedAddrs = createdBridge ? [] : wanted.filter((a) => !existing.addrs.includes(a));
+      const fw = planNetworkAdd(toFwNetwork(spec));
+
+      // Step 1: the bridge itself, and the sysctls that must precede its IPv6 addresses.
+      const step1: IpOp[] = createdBridge ? [{ kind: 'bridge-create', bridge: spec.bridge, mac: spec.bridgeMac, mtu: spec.mtu }] : [];
+      const r1 = await this.submit({ ip: step1, sysctls: networkSysctls(spec) }, { kind: 'network-create', networkId: spec.id, bridge: spec.bridge }, () => null);
+      if (!r1.ok) {
+        await this.rollbackNetwork(spec, createdBridge, []);
+        throw new KernelError(`failed to create bridge ${spec.bridge}: ${r1.message ?? 'unknown error'}`);
+      }
+      // Step 2: addresses, up, firewall. Booked in the same transaction that clears the intent.
+      const record: NetworkRecord = { spec, createdBridge, addedAddrs, createdAt: Date.now() };
+      const r2 = await this.submit(
+        { ip: [{ kind: 'bridge-addrs', bridge: spec.bridge, addrs: createdBridge ? wanted : addedAddrs, up: true }], fwAfter: fw },
+        { kind: 'network-create', networkId: spec.id, bridge: spec.bridge },
+        (r) => {
+          if (!r.ok) return null;
+          this.books.putNetwork(record);
+          return { putNetworks: [record] };
+        },
+      );
+      if (!r2.ok) {
+        await this.rollbackNetwork(spec, createdBridge, addedAddrs);
+        throw new KernelError(`failed to set up bridge ${spec.bridge}: ${r2.message ?? 'unknown error'}`);
+      }
+      this.log.info({ networkId: spec.id, bridge: spec.bridge, createdBridge }, 'network created');
+    } finally {
+      release();
+    }
+  }
+
+  private async rollbackNetwork(spec: NetworkSpec, createdBridge: boolean, addedAddrs: readonly string[]): Promise<void> {
+    const ip: IpOp[] = createdBridge
+      ? [{ kind: 'bridge-delete', bridge: spec.bridge }]
+      : addedAddrs.length > 0
+        ? [{ kind: 'bridge-addrs-remove', bridge: spec.bridge, addrs: addedAddrs }]
+        : [];
+    const r = await this.submit({ fwBefore: planNetworkRemove(toFwNetwork(spec)), ip }, null, () => null);
+    if (!r.ok) this.log.warn({ networkId: spec.id, err: r.message }, 'rollback of a failed network creation was incomplete');
+  }
+
+  async deleteNetwork(id: NetworkId): Promise<void> {
+    this.checkOpen();
+    const release = await this.gate.acquireExclusive();
+    try {
+      const net = this.books.networks.get(id);
+      // dockerd only logs DeleteNetwork errors; deleting what is gone is success.
+      if (net === undefined) return;
+      const eps = this.books.endpointsOf(id);
+      const fwBefore = mergeFirewall([...eps.map((e) => planEndpointPortsRemove(e.id, net.spec, e.mappings)), planNetworkRemove(toFwNetwork(net.spec))], true);
+      const ip: IpOp[] = eps.map((e): IpOp => ({ kind: 'veth-delete', host: e.host }));
+      if (net.createdBridge) ip.push({ kind: 'bridge-delete', bridge: net.spec.bridge });
+      else if (net.addedAddrs.length > 0) ip.push({ kind: 'bridge-addrs-remove', bridge: net.spec.bridge, addrs: net.addedAddrs });
+      const r = await this.submit({ fwBefore, ip }, { kind: 'network-delete', networkId: id, bridge: net.spec.bridge }, (res) => {
+        if (!res.ok) return null;
+        for (const e of eps) this.ports.release(e.id);
+        this.books.deleteNetwork(id);
+        return { deleteEndpoints: eps.map((e) => e.id), deleteNetworks: [id] };
+      });
+      if (!r.ok) throw new KernelError(`failed to delete network ${id}: ${r.message ?? 'unknown error'}`);
+      this.log.info({ networkId: id, endpoints: eps.length }, 'network deleted');
+    } finally {
+      release();
+    }
+  }
+
+  private async probeLink(name: string): Promise<LinkInfo | null> {
+    const r = await this.exec.exec(this.opts.tools.ip, ['-j', '-d', 'addr', 'show', 'dev', name]);
+    if (r.exitCode !== 0) {
+      if (/does not exist|Cannot find device/i.test(r.stderr)) return null;
+      throw new KernelError(`cannot inspect interface ${name}: ${r.stderr.trim() || r.spawnError || 'ip failed'}`);
+    }
+    const arr = JSON.parse(r.stdout) as Array<{ ifname?: string; linkinfo?: { info_kind?: string }; addr_info?: Array<{ local?: string; prefixlen?: number }> }>;
+    const l = arr[0];
+    if (l === undefined) return null;
+    return {
+      ifname: l.ifname ?? name,
+      kind: l.linkinfo?.info_kind ?? null,
+      addrs: (l.addr_info ?? []).map((a) => `${a.local ?? ''}/${a.prefixlen ?? 0}`),
+    };
+  }
+
+  // ---------------------------------------------------------------- endpoints
+
+  private withEndpoint<T>(networkId: string, endpointId: string, fn: () => Promise<T>): Promise<T> {
+    this.checkOpen();
+    return this.lanes.run(networkId, endpointId, async () => {
+      const got = this.gate.acquireShared();
+      const release = typeof got === 'function' ? got : await got;
+      try {
+        return await fn();
+      } finally {
+        release();
+      }
+    });
+  }
+
+  createEndpoint(req: CreateEndpointRequest): Promise<{ Interface?: { MacAddress?: string; AddressIPv6?: string } }> {
+    return this.withEndpoint(req.NetworkID, req.EndpointID, async () => {
+      const net = this.books.networks.get(req.NetworkID);
+      if (net === undefined) throw new NetworkNotFoundError(`network ${req.NetworkID} not found`);
+      if (this.books.endpoints.has(req.EndpointID) || this.pendingEndpoints.has(req.EndpointID)) {
+        throw new EndpointExistsError(`Endpoint (${req.EndpointID}) already exists (Only one endpoint allowed)`);
+      }
+      const addrs = resolveEndpointAddresses(net.spec, req.Interface, req.Options['com.docker.network.endpoint.macaddress']);
+      const exposedAndPorts = parsePortOptions(req.Options);
+      if (this.books.endpointCount(net.spec.id) >= BRIDGE_MAX_PORTS) {
+        throw new BridgeFullError(`bridge ${net.spec.bridge} already has ${BRIDGE_MAX_PORTS} ports, the kernel's limit`);
+      }
+      this.pendingEndpoints.add(req.EndpointID);
+      try {
+        let lastError = '';
+        // A name can be taken by something outside our books (another program's veth): the
+        // kernel says "File exists", and we try fresh names, as Docker does (3 attempts).
+        for (let attempt = 0; attempt < 3; attempt++) {
+          const host = this.freshName();
+          const peer = this.freshName();
+          const record: EndpointRecord = {
+            id: req.EndpointID,
+            networkId: req.NetworkID,
+            host,
+            peer,
+            ipv4: `${addrs.ipv4.ip}/${addrs.ipv4.prefix}`,
+            ipv6: addrs.ipv6 === null ? null : `${addrs.ipv6.ip}/${addrs.ipv6.prefix}`,
+            mac: addrs.mac,
+            joined: false,
+            exposed: exposedAndPorts.exposed,
+            requested: exposedAndPorts.requested,
+            mappings: [],
+            createdAt: Date.now(),
+          };
+          const r = await this.submit(
+            { ip: [{ kind: 'veth-create', host, peer, bridge: net.spec.bridge, mtu: net.spec.mtu }] },
+            { kind: 'endpoint-create', endpointId: req.EndpointID, networkId: req.NetworkID, host, peer },
+            (res) => {
+              this.books.releaseName(host);
+              this.books.releaseName(peer);
+              if (!res.ok) return null;
+              this.books.putEndpoint(record);
+              return { putEndpoints: [record] };
+            },
+          );
+          if (r.ok) {
+            const reply = addrs.reply;
+            return Object.keys(reply).length > 0 ? { Interface: reply } : {};
+          }
+          lastError = r.message ?? 'unknown error';
+          if (!/File exists/i.test(lastError)) break;
+        }
+        throw new KernelError(`failed to add the host <=> sandbox pair interfaces: ${lastError}`);
+      } finally {
+        this.pendingEndpoints.delete(req.EndpointID);
+      }
+    });
+  }
+
+  private freshName(): string {
+    for (;;) {
+      const n = randomVethName();
+      if (!this.books.isNameTaken(n)) {
+        this.books.reserveName(n);
+        return n;
+      }
+    }
+  }
+
+  deleteEndpoint(networkId: NetworkId, endpointId: EndpointId): Promise<void> {
+    return this.withEndpoint(networkId, endpointId, async () => {
+      const ep = this.books.endpoints.get(endpointId);
+      // dockerd only logs DeleteEndpoint errors and often deletes the container's end first.
+      if (ep === undefined) return;
+      const net = this.books.networks.get(ep.networkId);
+      const fwBefore = net !== undefined && ep.mappings.length > 0 ? planEndpointPortsRemove(ep.id, net.spec, ep.mappings) : undefined;
+      const work: Work = fwBefore === undefined ? { ip: [{ kind: 'veth-delete', host: ep.host }] } : { fwBefore, ip: [{ kind: 'veth-delete', host: ep.host }], conntrack: conntrackFor(ep) };
+      const r = await this.submit(work, { kind: 'endpoint-delete', endpointId, host: ep.host }, (res) => {
+        if (!res.ok) return null;
+        this.ports.release(ep.id);
+        this.books.deleteEndpoint(ep.id);
+        return { deleteEndpoints: [ep.id] };
+      });
+      if (!r.ok) throw new KernelError(`failed to delete endpoint ${endpointId}: ${r.message ?? 'unknown error'}`);
+    });
+  }
+
+  join(networkId: NetworkId, endpointId: EndpointId): Promise<JoinResponse> {
+    return this.withEndpoint(networkId, endpointId, async () => {
+      const ep = this.books.endpoints.get(endpointId);
+      if (ep === undefined) throw new EndpointNotFoundError(`endpoint ${endpointId} not found`);
+      const net = this.books.networks.get(ep.networkId);
+      if (net === undefined) throw new NetworkNotFoundError(`network ${ep.networkId} not found`);
+      const resp: JoinResponse = {
+        InterfaceName: { SrcName: ep.peer, DstPrefix: net.spec.ifacePrefix },
+        StaticRoutes: [],
+        DisableGatewayService: false,
+      };
+      // Internal networks get no gateway: nothing leaves them (as in Docker 25+).
+      if (!net.spec.internal) {
+        resp.Gateway = net.spec.gatewayIpv4;
+        if (net.spec.gatewayIpv6 !== '') resp.GatewayIPv6 = net.spec.gatewayIpv6;
+      }
+      return resp;
+    });
+  }
+
+  leave(networkId: NetworkId, endpointId: EndpointId): Promise<void> {
+    // Nothing of ours changes on Leave: libnetwork moves the interface back itself.
+    return this.withEndpoint(networkId, endpointId, async () => undefined);
+  }
+
+  endpointOperInfo(networkId: NetworkId, endpointId: EndpointId): Promise<{ Value: Record<string, unknown> }> {
+    return this.withEndpoint(networkId, endpointId, async () => {
+      const ep = this.books.endpoints.get(endpointId);
+      if (ep === undefined) throw new EndpointNotFoundError(`endpoint ${endpointId} not found`);
+      return {
+        Value: {
+          'com.docker.network.endpoint.macaddress': ep.mac,
+          'com.docker.network.endpoint.exposedports': ep.exposed.map((x) => ({ Proto: protoNumber(x.proto), Port: x.port })),
+          'com.docker.network.portmap': ep.mappings.map((m) => ({
+            Proto: protoNumber(m.proto),
+            IP: m.containerIp,
+            Port: m.containerPort,
+            HostIP: m.hostIp,
+            HostPort: m.hostPort,
+            HostPortEnd: m.hostPort,
+          })),
+        },
+      };
+    });
+  }
+
+  programExternalConnectivity(networkId: NetworkId, endpointId: EndpointId, options: Record<string, unknown>): Promise<void> {
+    return this.withEndpoint(networkId, endpointId, async () => {
+      const ep = this.books.endpoints.get(endpointId);
+      if (ep === undefined) throw new EndpointNotFoundError(`endpoint ${endpointId} not found`);
+      const net = this.books.networks.get(ep.networkId);
+      if (net === undefined) throw new NetworkNotFoundError(`network ${ep.networkId} not found`);
+      const parsed = parsePortOptions(options);
+      const requested = parsed.requested.length > 0 || parsed.exposed.length > 0 ? parsed : { requested: ep.requested, exposed: ep.exposed };
+      if (net.spec.internal || requested.requested.length === 0) {
+        const next: EndpointRecord = { ...ep, requested: requested.requested, exposed: requested.exposed };
+        this.books.putEndpoint(next);
+        this.store.commit({ putEndpoints: [next] });
+        return;
+      }
+      // Programming again replaces what was there (dockerd calls it again when the gateway
+      // endpoint moves back): release the old mappings in the same transaction.
+      const old = ep.mappings;
+      this.ports.release(ep.id);
+      let mappings: PortMapping[];
+      try {
+        mappings = await this.ports.allocate(ep.id, net.spec, ep, requested.requested as readonly PortRequest[]);
+      } catch (err) {
+        this.ports.restore(ep.id, old);
+        throw err;
+      }
+      const fwAfter = planEndpointPortsAdd(ep.id, net.spec, mappings);
+      const fwBefore = old.length > 0 ? planEndpointPortsRemove(ep.id, net.spec, old) : undefined;
+      const work: Work = fwBefore === undefined ? { fwAfter } : { fwBefore, fwAfter };
+      const r = await this.submit(work, { kind: 'ports-program', endpointId, mappings }, (res) => {
+        if (!res.ok) return null;
+        const next: EndpointRecord = { ...ep, requested: requested.requested, exposed: requested.exposed, mappings };
+        this.books.putEndpoint(next);
+        return { putEndpoints: [next] };
+      });
+      if (!r.ok) {
+        this.ports.release(ep.id);
+        throw new KernelError(`failed to program external connectivity: ${r.message ?? 'unknown error'}`);
+      }
+    });
+  }
+
+  revokeExternalConnectivity(networkId: NetworkId, endpointId: EndpointId): Promise<void> {
+    return this.withEndpoint(networkId, endpointId, async () => {
+      const ep = this.books.endpoints.get(endpointId);
+      if (ep === undefined || ep.mappings.length === 0) return;
+      const net = this.books.networks.get(ep.networkId);
+      if (net === undefined) return;
+      const r = await this.submit(
+        { fwBefore: planEndpointPortsRemove(ep.id, net.spec, ep.mappings), conntrack: conntrackFor(ep) },
+        { kind: 'ports-revoke', endpointId, mappings: ep.mappings },
+        (res) => {
+          if (!res.ok) return null;
+          this.ports.release(ep.id);
+          const next: EndpointRecord = { ...ep, mappings: [] };
+          this.books.putEndpoint(next);
+          return { putEndpoints: [next] };
+        },
+      );
+      if (!r.ok) throw new KernelError(`failed to revoke external connectivity: ${r.message ?? 'unknown error'}`);
+    });
+  }
+
+  /** Bindings of every endpoint (for `batchbridge ports`). */
+  listBindings(): Array<{ networkId: string; endpointId: string; mapping: PortMapping }> {
+    const out: Array<{ networkId: string; endpointId: string; mapping: PortMapping }> = [];
+    for (const e of this.books.endpoints.values()) for (const m of e.mappings) out.push({ networkId: e.networkId, endpointId: e.id, mapping: m });
+    return out;
+  }
+
+  async close(): Promise<void> {
+    await this.ports.close();
+  }
+}
+
+function protoNumber(p: string): number {
+  return p === 'tcp' ? 6 : p === 'udp' ? 17 : p === 'sctp' ? 132 : 0;
+}
+
+function conntrackFor(ep: EndpointRecord): Array<{ family: 4 | 6; address: string }> {
+  const out: Array<{ family: 4 | 6; address: string }> = [{ family: 4, address: parseCidr(ep.ipv4, 'endpoint address', 4).ip }];
+  if (ep.ipv6 !== null) out.push({ family: 6, address: parseCidr(ep.ipv6, 'endpoint address', 6).ip });
+  return out;
+}
+
+function bridgeAddrs(spec: NetworkSpec): string[] {
+  const out: string[] = [];
+  if (!spec.inhibitIpv4) out.push(`${spec.ipv4.ip}/${spec.ipv4.prefix}`);
+  if (spec.enableIpv6) {
+    out.push('fe80::1/64');
+    if (spec.ipv6 !== null) out.push(`${spec.ipv6.ip}/${spec.ipv6.prefix}`);
+  }
+  return out;
+}
+
+function networkSysctls(spec: NetworkSpec): SysctlWrite[] {
+  const br = spec.bridge;
+  const out: SysctlWrite[] = [
+    { path: `net/ipv6/conf/${br}/accept_ra`, value: '0', optional: true },
+    // 127.0.0.1:<published port> is DNAT-ed to a container: the kernel must route it.
+    { path: `net/ipv4/conf/${br}/route_localnet`, value: '1', optional: false },
+  ];
+  if (spec.enableIpv6) {
+    out.push({ path: `net/ipv6/conf/${br}/disable_ipv6`, value: '0', optional: false });
+    out.push({ path: 'net/ipv6/conf/all/forwarding', value: '1', optional: true });
+    out.push({ path: 'net/ipv6/conf/default/forwarding', value: '1', optional: true });
+  }
+  return out;
+}
+
+function mergeFirewall(changes: readonly FirewallChange[], tolerant: boolean): FirewallChange {
+  return { v4: changes.flatMap((c) => c.v4), v6: changes.flatMap((c) => c.v6), tolerant };
+}
+
+function mergeChanges(list: readonly BookChanges[], intentBatch: number | null): BookChanges {
+  return {
+    putNetworks: list.flatMap((c) => c.putNetworks ?? []),
+    deleteNetworks: list.flatMap((c) => c.deleteNetworks ?? []),
+    putEndpoints: list.flatMap((c) => c.putEndpoints ?? []),
+    deleteEndpoints: list.flatMap((c) => c.deleteEndpoints ?? []),
+    clearIntents: intentBatch === null ? [] : [intentBatch],
+  };
+}

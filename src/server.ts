@@ -1,0 +1,123 @@
+// Wires the parts together, binds the plugin socket, and handles signals. Everything with logic
+// lives elsewhere; this file only decides the order of start and stop.
+import { chmodSync, mkdirSync, rmSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import { buildApp } from './api/app.js';
+import { Driver } from './scheduler/driver.js';
+import { firewallIntact, syncFirewall } from './scheduler/firewall-sync.js';
+import { SqliteStateStore } from './state/sqlite-store.js';
+import { PiscinaExecutor } from './workers/pool.js';
+import type { ToolPaths } from './workers/spawn.js';
+
+export interface ServeConfig {
+  readonly name: string;
+  readonly stateDir: string;
+  readonly socketDir: string;
+  readonly batchMax: number;
+  readonly batchWindowMs: number;
+  readonly workers: number;
+  readonly maxQueue: number;
+  readonly firewallCheckMs: number;
+  readonly tools: ToolPaths;
+}
+
+export interface RunningServer {
+  readonly socketPath: string;
+  readonly app: FastifyInstance;
+  readonly driver: Driver;
+  stop(): Promise<void>;
+}
+
+async function writeSysctl(path: string, value: string): Promise<void> {
+  const { readFile, writeFile } = await import('node:fs/promises');
+  const full = `/proc/sys/${path}`;
+  if ((await readFile(full, 'utf8')).trim() !== value) await writeFile(full, value);
+}
+
+export async function startServer(cfg: ServeConfig, log: Logger): Promise<RunningServer> {
+  const store = new SqliteStateStore(cfg.stateDir);
+  const exec = new PiscinaExecutor(cfg.tools, cfg.workers);
+  const driver = new Driver(store, exec, { batchMax: cfg.batchMax, windowMs: cfg.batchWindowMs, maxInFlight: cfg.workers, tools: cfg.tools }, log);
+
+  // Containers need forwarding in the namespace the plugin runs in (as dockerd --ip-forward).
+  await writeSysctl('net/ipv4/ip_forward', '1');
+  await syncFirewall(exec, cfg.tools, driver.books);
+  log.info({ networks: driver.books.networks.size, endpoints: driver.books.endpoints.size }, 'books loaded, firewall in place');
+
+  let resyncing = false;
+  const resync = (why: string): void => {
+    if (resyncing) return;
+    resyncing = true;
+    // Under the exclusive gate, so no batch changes rules while we rewrite our chains.
+    void driver.gate
+      .acquireExclusive()
+      .then(async (release) => {
+        try {
+          await syncFirewall(exec, cfg.tools, driver.books);
+          log.warn({ why }, 'firewall rules restored');
+        } finally {
+          release();
+        }
+      })
+      .catch((err: unknown) => log.error({ err }, 'firewall restore failed'))
+      .finally(() => {
+        resyncing = false;
+      });
+  };
+  const watchdog = setInterval(() => {
+    if (resyncing) return;
+    firewallIntact(exec, cfg.tools).then(
+      (ok) => {
+        if (!ok) resync('our rules were missing (flushed?)');
+      },
+      (err: unknown) => log.error({ err }, 'firewall check failed'),
+    );
+  }, cfg.firewallCheckMs);
+  watchdog.unref();
+
+  const app = await buildApp({
+    driver,
+    logger: log,
+    maxQueue: cfg.maxQueue,
+    maxEventLoopDelayMs: 1000,
+    maxHeapUsedBytes: 1024 * 1024 * 1024,
+    bodyLimit: 1024 * 1024,
+    onActivate: () => resync('dockerd activated the plugin'),
+  });
+
+  mkdirSync(cfg.socketDir, { recursive: true, mode: 0o755 });
+  const socketPath = join(cfg.socketDir, `${cfg.name}.sock`);
+  try {
+    if (statSync(socketPath).isSocket()) rmSync(socketPath); // stale socket of a previous run
+  } catch {
+    // no previous socket
+  }
+  await app.listen({ path: socketPath });
+  // Anyone who can talk to this socket can change the host's network: root only.
+  chmodSync(socketPath, 0o600);
+  log.info({ socketPath }, 'listening');
+
+  let stopping: Promise<void> | null = null;
+  const stop = (): Promise<void> => {
+    stopping ??= (async () => {
+      clearInterval(watchdog);
+      // Stop accepting, let in-flight requests finish (they wait for their batches).
+      const closed = app.close();
+      await driver.drain();
+      await closed;
+      await driver.close();
+      await exec.close();
+      store.close();
+      try {
+        rmSync(socketPath);
+      } catch {
+        // already gone
+      }
+      log.info('stopped');
+    })();
+    return stopping;
+  };
+  return { socketPath, app, driver, stop };
+}

@@ -1,0 +1,79 @@
+import { chmodSync, closeSync, mkdirSync, openSync } from 'node:fs';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import type { BookChanges, StateStore } from './store.js';
+import type { EndpointRecord, Intent, NetworkRecord } from './records.js';
+
+const SCHEMA_VERSION = '1';
+
+export class SqliteStateStore implements StateStore {
+  private readonly db: Database.Database;
+  private readonly stmts;
+
+  constructor(stateDir: string) {
+    mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+    const file = join(stateDir, 'batchbridge.db');
+    // Create the file 0600 before SQLite opens it: the books name every container's addresses.
+    closeSync(openSync(file, 'a', 0o600));
+    chmodSync(file, 0o600);
+    this.db = new Database(file);
+    this.db.pragma('journal_mode = WAL');
+    // NORMAL in WAL mode survives a process crash (kill -9) without fsync per commit; only a
+    // power loss can drop the last transactions, and reconciliation repairs that.
+    this.db.pragma('synchronous = NORMAL');
+    this.db.pragma('busy_timeout = 5000');
+    this.db.exec(`
+      CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+      CREATE TABLE IF NOT EXISTS networks (id TEXT PRIMARY KEY, bridge TEXT NOT NULL UNIQUE, record TEXT NOT NULL);
+      CREATE TABLE IF NOT EXISTS endpoints (id TEXT PRIMARY KEY, network_id TEXT NOT NULL, host_if TEXT NOT NULL UNIQUE, record TEXT NOT NULL);
+      CREATE INDEX IF NOT EXISTS endpoints_by_network ON endpoints(network_id);
+      CREATE TABLE IF NOT EXISTS intents (batch_id INTEGER PRIMARY KEY, record TEXT NOT NULL);
+    `);
+    this.db.prepare('INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)').run('schema', SCHEMA_VERSION);
+    for (const suffix of ['-wal', '-shm']) {
+      try {
+        chmodSync(file + suffix, 0o600);
+      } catch {
+        // created lazily by SQLite; the umask below covers later creation
+      }
+    }
+    this.stmts = {
+      putNetwork: this.db.prepare('INSERT OR REPLACE INTO networks(id, bridge, record) VALUES (?, ?, ?)'),
+      delNetwork: this.db.prepare('DELETE FROM networks WHERE id = ?'),
+      putEndpoint: this.db.prepare('INSERT OR REPLACE INTO endpoints(id, network_id, host_if, record) VALUES (?, ?, ?, ?)'),
+      delEndpoint: this.db.prepare('DELETE FROM endpoints WHERE id = ?'),
+      putIntent: this.db.prepare('INSERT OR REPLACE INTO intents(batch_id, record) VALUES (?, ?)'),
+      delIntent: this.db.prepare('DELETE FROM intents WHERE batch_id = ?'),
+    };
+  }
+
+  loadNetworks(): NetworkRecord[] {
+    return (this.db.prepare('SELECT record FROM networks').all() as Array<{ record: string }>).map((r) => JSON.parse(r.record) as NetworkRecord);
+  }
+
+  loadEndpoints(): EndpointRecord[] {
+    return (this.db.prepare('SELECT record FROM endpoints').all() as Array<{ record: string }>).map((r) => JSON.parse(r.record) as EndpointRecord);
+  }
+
+  loadIntents(): Intent[] {
+    return (this.db.prepare('SELECT record FROM intents ORDER BY batch_id').all() as Array<{ record: string }>).map((r) => JSON.parse(r.record) as Intent);
+  }
+
+  writeIntent(intent: Intent): void {
+    this.stmts.putIntent.run(intent.batchId, JSON.stringify(intent));
+  }
+
+  commit(changes: BookChanges): void {
+    this.db.transaction(() => {
+      for (const id of changes.deleteEndpoints ?? []) this.stmts.delEndpoint.run(id);
+      for (const id of changes.deleteNetworks ?? []) this.stmts.delNetwork.run(id);
+      for (const n of changes.putNetworks ?? []) this.stmts.putNetwork.run(n.spec.id, n.spec.bridge, JSON.stringify(n));
+      for (const e of changes.putEndpoints ?? []) this.stmts.putEndpoint.run(e.id, e.networkId, e.host, JSON.stringify(e));
+      for (const b of changes.clearIntents ?? []) this.stmts.delIntent.run(b);
+    })();
+  }
+
+  close(): void {
+    this.db.close();
+  }
+}

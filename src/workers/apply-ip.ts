@@ -1,0 +1,105 @@
+// Runs one planned ip script and turns its stderr into per-operation failures.
+import { attributeIpFailures, parseIpErrors, planIpBatch, type IpWork } from '../batching/plan-ip.js';
+import type { IpOp } from '../batching/ops.js';
+import { runTool, type ToolPaths } from './spawn.js';
+
+export interface IpApplyOutcome {
+  readonly failed: Map<number, string>;
+  readonly spawns: number;
+}
+
+export async function applyIpWork(works: readonly IpWork[], linkGroup: number, tools: ToolPaths): Promise<IpApplyOutcome> {
+  const failed = new Map<number, string>();
+  if (works.length === 0) return { failed, spawns: 0 };
+  const plan = planIpBatch(works, linkGroup);
+  if (plan.text === '') return { failed, spawns: 0 };
+  let spawns = 1;
+  const r = await runTool(tools.ip, ['-force', '-batch', '-'], plan.text);
+  if (r.spawnError !== null) {
+    for (const w of works) failed.set(w.opId, `ip: ${r.spawnError}`);
+    return { failed, spawns };
+  }
+  const parsed = parseIpErrors(r.stderr);
+  const verdict = attributeIpFailures(plan, parsed.failures);
+  for (const [opId, msg] of verdict.failedOps) failed.set(opId, msg);
+
+  if (parsed.unattributed !== '' || (r.exitCode !== 0 && parsed.failures.length === 0)) {
+    // ip stopped early (a syntax-level error). Which lines ran is unknown: ask the kernel.
+    spawns += await verifyAgainstKernel(works, failed, tools, parsed.unattributed || `ip exited ${r.exitCode}`);
+  } else if (verdict.groupDeleteFailed) {
+    // The shared group delete failed: fall back to deleting each veth on its own.
+    const members = works.filter((w) => plan.groupMembers.includes(w.opId) && !failed.has(w.opId));
+    spawns += await deleteOneByOne(members, failed, tools);
+  }
+  return { failed, spawns };
+}
+
+async function linkNames(tools: ToolPaths): Promise<Map<string, string | null> | null> {
+  const r = await runTool(tools.ip, ['-j', 'link', 'show']);
+  if (r.exitCode !== 0) return null;
+  const out = new Map<string, string | null>();
+  try {
+    const arr = JSON.parse(r.stdout) as Array<{ ifname?: string; master?: string }>;
+    for (const l of arr) if (typeof l.ifname === 'string') out.set(l.ifname, l.master ?? null);
+  } catch {
+    return null;
+  }
+  return out;
+}
+
+async function verifyAgainstKernel(works: readonly IpWork[], failed: Map<number, string>, tools: ToolPaths, why: string): Promise<number> {
+  const links = await linkNames(tools);
+  let spawns = 1;
+  if (links === null) {
+    for (const w of works) if (!failed.has(w.opId)) failed.set(w.opId, `ip: ${why}`);
+    return spawns;
+  }
+  const cleanup: IpWork[] = [];
+  for (const w of works) {
+    if (failed.has(w.opId)) continue;
+    const ok = w.ops.every((op) => opHolds(op, links));
+    if (!ok) {
+      failed.set(w.opId, `ip: ${why}`);
+      // A veth created without its master is half-made: remove it.
+      for (const op of w.ops) {
+        if (op.kind === 'veth-create' && links.has(op.host)) cleanup.push({ opId: w.opId, ops: [{ kind: 'veth-delete', host: op.host }] });
+      }
+    }
+  }
+  if (cleanup.length > 0) {
+    const tmp = new Map<number, string>();
+    spawns += await deleteOneByOne(cleanup, tmp, tools);
+  }
+  return spawns;
+}
+
+function opHolds(op: IpOp, links: Map<string, string | null>): boolean {
+  switch (op.kind) {
+    case 'veth-create':
+      return links.get(op.host) === op.bridge && links.has(op.peer);
+    case 'veth-delete':
+      return !links.has(op.host);
+    case 'bridge-create':
+      return links.has(op.bridge);
+    case 'bridge-delete':
+      return !links.has(op.bridge);
+    case 'bridge-addrs':
+    case 'bridge-addrs-remove':
+      return links.has(op.bridge) === (op.kind === 'bridge-addrs');
+  }
+}
+
+async function deleteOneByOne(works: readonly IpWork[], failed: Map<number, string>, tools: ToolPaths): Promise<number> {
+  const hosts: Array<[number, string]> = [];
+  for (const w of works) for (const op of w.ops) if (op.kind === 'veth-delete') hosts.push([w.opId, op.host]);
+  if (hosts.length === 0) return 0;
+  const text = hosts.map(([, h]) => `link del dev ${h}`).join('\n') + '\n';
+  const r = await runTool(tools.ip, ['-force', '-batch', '-'], text);
+  for (const f of parseIpErrors(r.stderr).failures) {
+    const entry = hosts[f.line - 1];
+    if (entry === undefined) continue;
+    if (/Cannot find device|No such device/i.test(f.message)) continue;
+    failed.set(entry[0], f.message);
+  }
+  return 1;
+}

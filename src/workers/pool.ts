@@ -1,0 +1,48 @@
+// The main thread's handle on the worker pool. The rest of the code sees only KernelExecutor, so
+// unit tests can hand the scheduler a fake that records batches.
+import { Piscina } from 'piscina';
+import type { BatchRequest, BatchResponse } from '../batching/ops.js';
+import type { ToolPaths, ToolResult } from './spawn.js';
+import type { WorkerTask } from './batch-worker.js';
+
+export interface KernelExecutor {
+  runBatch(req: BatchRequest): Promise<BatchResponse>;
+  exec(file: string, args: readonly string[], input?: string): Promise<ToolResult>;
+  close(): Promise<void>;
+}
+
+export class PiscinaExecutor implements KernelExecutor {
+  private readonly pool: Piscina<WorkerTask, BatchResponse | ToolResult>;
+
+  constructor(
+    private readonly tools: ToolPaths,
+    threads: number,
+  ) {
+    this.pool = new Piscina({
+      filename: new URL('./batch-worker.js', import.meta.url).href,
+      minThreads: threads,
+      maxThreads: threads,
+      idleTimeout: 60_000,
+      // A thread that dies (crash injection, OOM) is replaced by piscina; the task that was on
+      // it rejects, so its batch's requests get errors instead of hanging.
+    });
+  }
+
+  async runBatch(req: BatchRequest): Promise<BatchResponse> {
+    return (await this.pool.run({ type: 'batch', req, tools: this.tools })) as BatchResponse;
+  }
+
+  async exec(file: string, args: readonly string[], input?: string): Promise<ToolResult> {
+    const task: WorkerTask = input === undefined ? { type: 'exec', file, args } : { type: 'exec', file, args, input };
+    return (await this.pool.run(task)) as ToolResult;
+  }
+
+  /** Fault injection: make one worker thread die mid-task. */
+  async crashOne(): Promise<void> {
+    await this.pool.run({ type: 'crash' });
+  }
+
+  async close(): Promise<void> {
+    await this.pool.destroy();
+  }
+}
