@@ -4,9 +4,10 @@ import { parseArgs } from 'node:util';
 import type { LevelWithSilent } from 'pino';
 import { createLogger } from './log.js';
 import { startServer } from './server.js';
-import { DEFAULT_TOOLS } from './workers/spawn.js';
+import { DEFAULT_TOOLS, type ToolPaths } from './workers/spawn.js';
 import { isValidIfName } from './domain/names.js';
 import { printPorts } from './cli-ports.js';
+import { runReconcile } from './cli-reconcile.js';
 
 const HELP = `batchbridge — a Docker network driver plugin that does what the built-in bridge
 driver does, batching the kernel work of many endpoints into one transaction.
@@ -14,6 +15,7 @@ driver does, batching the kernel work of many endpoints into one transaction.
 Usage:
   batchbridge serve [options]      run the plugin (as root, in dockerd's network namespace)
   batchbridge ports [options]      list the published ports of the running plugin
+  batchbridge reconcile [options]  compare the kernel with the books, fix and print what differs
   batchbridge --help               this text
 
 serve options:
@@ -26,11 +28,26 @@ serve options:
   --workers N            worker threads, and batches running at once (default: 2)
   --max-queue N          operations queued before new work is refused as overloaded (default: 4096)
   --log-level L          fatal, error, warn, info, debug, trace or silent (default: info)
+  --reconcile-interval-ms MS
+                         how often to compare the kernel with the books and fix drift
+                         (default: 60000; 0 = only at start and on demand)
 
 ports options:
   --name NAME            the plugin to ask (default: batchbridge)
   --socket-dir DIR       where its socket is (default: /run/docker/plugins)
   --json                 print JSON instead of one line per binding
+
+reconcile options (asks the running plugin over its socket; if none listens there, opens the
+books itself and fixes the kernel of the namespace it runs in):
+  --state-dir DIR        the books to use when the plugin is not running (default: /var/lib/batchbridge)
+  --name NAME            the plugin to ask (default: batchbridge)
+  --socket-dir DIR       where its socket is (default: /run/docker/plugins)
+  --dry-run              report only, change nothing
+  --json                 print the report as JSON
+  It re-creates missing bridges and addresses of booked networks, re-enslaves detached veths,
+  finishes or undoes work a crash interrupted, unbooks endpoints whose veth vanished, removes
+  orphan veths and bb-* bridges, and rewrites batchbridge's firewall chains when they drifted.
+  Exit status 1 when a fix failed.
 
 Exit status: 0 on success (serve: after SIGTERM/SIGINT and a clean drain), 1 on error, 2 on bad usage.
 `;
@@ -58,6 +75,15 @@ function checkName(name: string): string {
   return name;
 }
 
+function toolsFromEnv(): ToolPaths {
+  return {
+    ...DEFAULT_TOOLS,
+    // Fault injection and unusual installs: point at other binaries (never through a shell).
+    ...(process.env.BB_IP_BIN ? { ip: process.env.BB_IP_BIN } : {}),
+    ...(process.env.BB_IPTABLES_RESTORE_BIN ? { iptablesRestore: process.env.BB_IPTABLES_RESTORE_BIN } : {}),
+  };
+}
+
 async function serve(args: string[]): Promise<number> {
   const { values } = parseArgs({
     args,
@@ -73,6 +99,7 @@ async function serve(args: string[]): Promise<number> {
       'max-queue': { type: 'string' },
       'log-level': { type: 'string' },
       'firewall-check-ms': { type: 'string' },
+      'reconcile-interval-ms': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -92,12 +119,8 @@ async function serve(args: string[]): Promise<number> {
     workers: intFlag(values.workers, 'workers', 2, 1, 16),
     maxQueue: intFlag(values['max-queue'], 'max-queue', 4096, 1, 1_000_000),
     firewallCheckMs: intFlag(values['firewall-check-ms'], 'firewall-check-ms', 2000, 100, 3_600_000),
-    tools: {
-      ...DEFAULT_TOOLS,
-      // Fault injection and unusual installs: point at other binaries (never through a shell).
-      ...(process.env.BB_IP_BIN ? { ip: process.env.BB_IP_BIN } : {}),
-      ...(process.env.BB_IPTABLES_RESTORE_BIN ? { iptablesRestore: process.env.BB_IPTABLES_RESTORE_BIN } : {}),
-    },
+    reconcileMs: intFlag(values['reconcile-interval-ms'], 'reconcile-interval-ms', 60_000, 0, 86_400_000),
+    tools: toolsFromEnv(),
   };
   const server = await startServer(cfg, log);
   await new Promise<void>((resolve) => {
@@ -125,6 +148,8 @@ export async function main(argv: string[]): Promise<number> {
         return await serve(rest);
       case 'ports':
         return await printPorts(rest);
+      case 'reconcile':
+        return await runReconcile(rest, toolsFromEnv());
       case undefined:
       case 'help':
       case '--help':

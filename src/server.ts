@@ -7,6 +7,7 @@ import type { Logger } from 'pino';
 import { buildApp } from './api/app.js';
 import { Driver } from './scheduler/driver.js';
 import { firewallIntact, syncFirewall } from './scheduler/firewall-sync.js';
+import { reconcileDriver } from './scheduler/reconcile.js';
 import { SqliteStateStore } from './state/sqlite-store.js';
 import { PiscinaExecutor } from './workers/pool.js';
 import type { ToolPaths } from './workers/spawn.js';
@@ -20,6 +21,8 @@ export interface ServeConfig {
   readonly workers: number;
   readonly maxQueue: number;
   readonly firewallCheckMs: number;
+  /** reconciliation period (kernel vs books); 0 disables the timer (default 60 s) */
+  readonly reconcileMs?: number;
   readonly tools: ToolPaths;
 }
 
@@ -45,6 +48,25 @@ export async function startServer(cfg: ServeConfig, log: Logger): Promise<Runnin
   await writeSysctl('net/ipv4/ip_forward', '1');
   await syncFirewall(exec, cfg.tools, driver.books);
   log.info({ networks: driver.books.networks.size, endpoints: driver.books.endpoints.size }, 'books loaded, firewall in place');
+  // Before the socket listens: finish or undo what a crash interrupted, remove orphans.
+  const startReport = await reconcileDriver(driver);
+  log.info({ findings: startReport.findings.length, ms: Math.round(startReport.ms) }, 'reconciled at start');
+
+  const reconcileMs = cfg.reconcileMs ?? 60_000;
+  let reconciling = false;
+  const reconcileTimer =
+    reconcileMs > 0
+      ? setInterval(() => {
+          if (reconciling) return;
+          reconciling = true;
+          reconcileDriver(driver)
+            .catch((err: unknown) => log.error({ err }, 'periodic reconcile failed'))
+            .finally(() => {
+              reconciling = false;
+            });
+        }, reconcileMs)
+      : null;
+  reconcileTimer?.unref();
 
   let resyncing = false;
   const resync = (why: string): void => {
@@ -103,6 +125,7 @@ export async function startServer(cfg: ServeConfig, log: Logger): Promise<Runnin
   const stop = (): Promise<void> => {
     stopping ??= (async () => {
       clearInterval(watchdog);
+      if (reconcileTimer !== null) clearInterval(reconcileTimer);
       // Stop accepting, let in-flight requests finish (they wait for their batches).
       const closed = app.close();
       await driver.drain();

@@ -6,6 +6,7 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { InvalidRequestError, NotSupportedError, OverloadedError } from '../errors.js';
 import type { Driver } from '../scheduler/driver.js';
+import { reconcileDriver } from '../scheduler/reconcile.js';
 import { endpointId, list, networkId, options, parseBody, type Body } from './decode.js';
 import { renderError } from './render-error.js';
 
@@ -22,6 +23,9 @@ export interface AppDeps {
 }
 
 type Handler = (body: Body) => Promise<unknown> | unknown;
+
+/** Calls that start new work: the only ones refused when the plugin is overloaded. */
+const SHEDDABLE: ReadonlySet<string> = new Set(['/NetworkDriver.CreateEndpoint', '/NetworkDriver.ProgramExternalConnectivity', '/NetworkDriver.CreateNetwork']);
 
 let reqCounter = 0;
 
@@ -41,9 +45,17 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     maxEventLoopDelay: deps.maxEventLoopDelayMs,
     maxHeapUsedBytes: deps.maxHeapUsedBytes,
     sampleInterval: 50,
-    pressureHandler: (_req, reply, type, value) => {
-      const a = renderError(new OverloadedError(`batchbridge is overloaded (${type}: ${String(value)}); retry shortly`));
-      void reply.code(a.status).send(a.body);
+    pressureHandler: (req, reply, type, value) => {
+      // Only new work is shed. Teardown (Delete*, Leave, Revoke) must always get through: dockerd
+      // only logs its errors and forgets the object, so shedding it would leak. Handshakes and
+      // reads are cheap. (Returning nothing lets the request go on.)
+      if (!SHEDDABLE.has(req.url)) return undefined;
+      // under-pressure reports Infinity when no event-loop sample fell in the interval (right
+      // after start, or after one long synchronous step): no measurement, not an overload.
+      if (type === 'eventLoopDelay' && !Number.isFinite(value)) return undefined;
+      const a = renderError(new OverloadedError(`batchbridge is overloaded (${type}: ${typeof value === 'number' ? Math.round(value) : String(value)}); retry shortly`));
+      void reply.code(a.status).header('content-type', 'application/vnd.docker.plugins.v1.2+json').send(a.body);
+      return undefined;
     },
   });
 
@@ -156,9 +168,17 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     },
     // Not part of Docker's protocol: the CLI's `batchbridge ports` reads the bindings here.
     '/BatchBridge.Ports': { empty: true, fn: () => ({ Bindings: driver.listBindings() }) },
+    // Not part of Docker's protocol: `batchbridge reconcile` asks the running plugin here.
+    '/BatchBridge.Reconcile': {
+      empty: true,
+      fn: async (b) => {
+        if (b.DryRun !== undefined && typeof b.DryRun !== 'boolean') throw new InvalidRequestError('DryRun must be a boolean');
+        return { Report: await reconcileDriver(driver, { dryRun: b.DryRun === true }) };
+      },
+    },
   };
 
-  const heavy = new Set(['/NetworkDriver.CreateEndpoint', '/NetworkDriver.ProgramExternalConnectivity', '/NetworkDriver.CreateNetwork']);
+  const heavy = SHEDDABLE;
   for (const [url, route] of Object.entries(routes)) {
     app.post(url, async (req, reply) => {
       // Shed new work (not teardown: deleting must always get through) when the queue is full.

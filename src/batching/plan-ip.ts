@@ -118,8 +118,10 @@ export function parseIpErrors(stderr: string): ParsedIpErrors {
 
 export function classifyIpError(message: string): Tolerance | null {
   if (/Cannot find device|No such device|does not exist/i.test(message)) return 'no-device';
-  if (/File exists/i.test(message)) return 'exists';
-  if (/Cannot assign requested address/i.test(message)) return 'no-address';
+  // With extended acks the kernel words address errors itself: "Error: ipv4: Address already
+  // assigned." / "Error: ipv6: address not found." instead of the errno texts.
+  if (/File exists|address already assigned/i.test(message)) return 'exists';
+  if (/Cannot assign requested address|address not found/i.test(message)) return 'no-address';
   return null;
 }
 

@@ -23,6 +23,7 @@ import {
 import type { EndpointRecord, IntentItem, NetworkRecord, PortMapping } from '../state/records.js';
 import type { BookChanges, StateStore } from '../state/store.js';
 import type { KernelExecutor } from '../workers/pool.js';
+import type { ReconcileTarget } from './reconcile.js';
 import type { ToolPaths } from '../workers/spawn.js';
 import { Books } from './books.js';
 import { FifoGate } from './gate.js';
@@ -84,6 +85,8 @@ export class Driver {
   readonly ports: PortAllocator;
   private readonly pendingEndpoints = new Set<string>();
   private closing = false;
+  /** ids of intents the driver writes itself (network creation): negative, never a batch id */
+  private nextOwnIntentId: number;
 
   constructor(
     private readonly store: StateStore,
@@ -94,7 +97,9 @@ export class Driver {
     this.books.load(store.loadNetworks(), store.loadEndpoints());
     this.ports = new PortAllocator();
     for (const e of this.books.endpoints.values()) this.ports.restore(e.id, e.mappings);
-    const firstBatch = Math.max(0, ...store.loadIntents().map((i) => i.batchId)) + 1;
+    const intents = store.loadIntents();
+    const firstBatch = Math.max(0, ...intents.map((i) => i.batchId)) + 1;
+    this.nextOwnIntentId = Math.min(0, ...intents.map((i) => i.batchId)) - 1;
     this.batcher = new Batcher(
       (req) => this.exec.runBatch(req),
       {
@@ -158,26 +163,35 @@ export class Driver {
       const addedAddrs = createdBridge ? [] : wanted.filter((a) => !existing.addrs.includes(a));
       const fw = planNetworkAdd(toFwNetwork(spec));
 
+      // One intent covers both steps and the rollback, written before step 1 and removed in the
+      // transaction that books the network (or after the rollback): a crash anywhere in between
+      // leaves it for reconciliation to undo (a per-batch intent would leave a gap between steps).
+      const intentId = this.nextOwnIntentId--;
+      this.store.writeIntent({
+        batchId: intentId,
+        createdAt: Date.now(),
+        items: [{ kind: 'network-create', networkId: spec.id, bridge: spec.bridge, createdBridge, addrs: createdBridge ? wanted : addedAddrs }],
+      });
       // Step 1: the bridge itself, and the sysctls that must precede its IPv6 addresses.
       const step1: IpOp[] = createdBridge ? [{ kind: 'bridge-create', bridge: spec.bridge, mac: spec.bridgeMac, mtu: spec.mtu }] : [];
-      const r1 = await this.submit({ ip: step1, sysctls: networkSysctls(spec) }, { kind: 'network-create', networkId: spec.id, bridge: spec.bridge }, () => null);
+      const r1 = await this.submit({ ip: step1, sysctls: networkSysctls(spec) }, null, () => null);
       if (!r1.ok) {
-        await this.rollbackNetwork(spec, createdBridge, []);
+        await this.rollbackNetwork(spec, createdBridge, [], intentId);
         throw new KernelError(`failed to create bridge ${spec.bridge}: ${r1.message ?? 'unknown error'}`);
       }
       // Step 2: addresses, up, firewall. Booked in the same transaction that clears the intent.
       const record: NetworkRecord = { spec, createdBridge, addedAddrs, createdAt: Date.now() };
       const r2 = await this.submit(
         { ip: [{ kind: 'bridge-addrs', bridge: spec.bridge, addrs: createdBridge ? wanted : addedAddrs, up: true }], fwAfter: fw },
-        { kind: 'network-create', networkId: spec.id, bridge: spec.bridge },
+        null,
         (r) => {
           if (!r.ok) return null;
           this.books.putNetwork(record);
-          return { putNetworks: [record] };
+          return { putNetworks: [record], clearIntents: [intentId] };
         },
       );
       if (!r2.ok) {
-        await this.rollbackNetwork(spec, createdBridge, addedAddrs);
+        await this.rollbackNetwork(spec, createdBridge, addedAddrs, intentId);
         throw new KernelError(`failed to set up bridge ${spec.bridge}: ${r2.message ?? 'unknown error'}`);
       }
       this.log.info({ networkId: spec.id, bridge: spec.bridge, createdBridge }, 'network created');
@@ -186,13 +200,14 @@ export class Driver {
     }
   }
 
-  private async rollbackNetwork(spec: NetworkSpec, createdBridge: boolean, addedAddrs: readonly string[]): Promise<void> {
+  private async rollbackNetwork(spec: NetworkSpec, createdBridge: boolean, addedAddrs: readonly string[], intentId: number): Promise<void> {
     const ip: IpOp[] = createdBridge
       ? [{ kind: 'bridge-delete', bridge: spec.bridge }]
       : addedAddrs.length > 0
         ? [{ kind: 'bridge-addrs-remove', bridge: spec.bridge, addrs: addedAddrs }]
         : [];
-    const r = await this.submit({ fwBefore: planNetworkRemove(toFwNetwork(spec)), ip }, null, () => null);
+    // The creation's intent stays until the rollback is done; if it fails, reconciliation retries.
+    const r = await this.submit({ fwBefore: planNetworkRemove(toFwNetwork(spec)), ip }, null, (res) => (res.ok ? { clearIntents: [intentId] } : null));
     if (!r.ok) this.log.warn({ networkId: spec.id, err: r.message }, 'rollback of a failed network creation was incomplete');
   }
 
@@ -208,7 +223,7 @@ export class Driver {
       const ip: IpOp[] = eps.map((e): IpOp => ({ kind: 'veth-delete', host: e.host }));
       if (net.createdBridge) ip.push({ kind: 'bridge-delete', bridge: net.spec.bridge });
       else if (net.addedAddrs.length > 0) ip.push({ kind: 'bridge-addrs-remove', bridge: net.spec.bridge, addrs: net.addedAddrs });
-      const r = await this.submit({ fwBefore, ip }, { kind: 'network-delete', networkId: id, bridge: net.spec.bridge }, (res) => {
+      const r = await this.submit({ fwBefore, ip }, { kind: 'network-delete', networkId: id, bridge: net.spec.bridge, createdBridge: net.createdBridge }, (res) => {
         if (!res.ok) return null;
         for (const e of eps) this.ports.release(e.id);
         this.books.deleteNetwork(id);
@@ -239,7 +254,8 @@ export class Driver {
 
   // ---------------------------------------------------------------- endpoints
 
-  private withEndpoint<T>(networkId: string, endpointId: string, fn: () => Promise<T>): Promise<T> {
+  // async: a refusal (shutting down) must reject the returned promise, never throw synchronously
+  private async withEndpoint<T>(networkId: string, endpointId: string, fn: () => Promise<T>): Promise<T> {
     this.checkOpen();
     return this.lanes.run(networkId, endpointId, async () => {
       const got = this.gate.acquireShared();
@@ -399,23 +415,20 @@ export class Driver {
         this.store.commit({ putEndpoints: [next] });
         return;
       }
-      // Programming again replaces what was there (dockerd calls it again when the gateway
-      // endpoint moves back): release the old mappings in the same transaction.
-      const old = ep.mappings;
-      this.ports.release(ep.id);
-      let mappings: PortMapping[];
-      try {
-        mappings = await this.ports.allocate(ep.id, net.spec, ep, requested.requested as readonly PortRequest[]);
-      } catch (err) {
-        this.ports.restore(ep.id, old);
-        throw err;
+      // The same bindings programmed again (a retry): they are in place, keep them and their ports.
+      if (ep.mappings.length > 0 && JSON.stringify(ep.requested) === JSON.stringify(requested.requested)) return;
+      // Different bindings replace the old ones: take those away first (their own batch), so a
+      // failure below leaves the endpoint with no bindings rather than half of two sets.
+      let cur = ep;
+      if (ep.mappings.length > 0) {
+        await this.revokeNow(ep, net.spec);
+        cur = this.books.endpoints.get(endpointId) ?? ep;
       }
+      const mappings = await this.ports.allocate(ep.id, net.spec, cur, requested.requested as readonly PortRequest[]);
       const fwAfter = planEndpointPortsAdd(ep.id, net.spec, mappings);
-      const fwBefore = old.length > 0 ? planEndpointPortsRemove(ep.id, net.spec, old) : undefined;
-      const work: Work = fwBefore === undefined ? { fwAfter } : { fwBefore, fwAfter };
-      const r = await this.submit(work, { kind: 'ports-program', endpointId, mappings }, (res) => {
+      const r = await this.submit({ fwAfter }, { kind: 'ports-program', endpointId, mappings }, (res) => {
         if (!res.ok) return null;
-        const next: EndpointRecord = { ...ep, requested: requested.requested, exposed: requested.exposed, mappings };
+        const next: EndpointRecord = { ...cur, requested: requested.requested, exposed: requested.exposed, mappings };
         this.books.putEndpoint(next);
         return { putEndpoints: [next] };
       });
@@ -429,22 +442,28 @@ export class Driver {
   revokeExternalConnectivity(networkId: NetworkId, endpointId: EndpointId): Promise<void> {
     return this.withEndpoint(networkId, endpointId, async () => {
       const ep = this.books.endpoints.get(endpointId);
+      // Revoking what was never programmed, or twice, is success (dockerd only logs our errors).
       if (ep === undefined || ep.mappings.length === 0) return;
       const net = this.books.networks.get(ep.networkId);
       if (net === undefined) return;
-      const r = await this.submit(
-        { fwBefore: planEndpointPortsRemove(ep.id, net.spec, ep.mappings), conntrack: conntrackFor(ep) },
-        { kind: 'ports-revoke', endpointId, mappings: ep.mappings },
-        (res) => {
-          if (!res.ok) return null;
-          this.ports.release(ep.id);
-          const next: EndpointRecord = { ...ep, mappings: [] };
-          this.books.putEndpoint(next);
-          return { putEndpoints: [next] };
-        },
-      );
-      if (!r.ok) throw new KernelError(`failed to revoke external connectivity: ${r.message ?? 'unknown error'}`);
+      await this.revokeNow(ep, net.spec);
     });
+  }
+
+  /** Removes an endpoint's bindings (rules, conntrack entries, ports); caller holds its lane. */
+  private async revokeNow(ep: EndpointRecord, spec: NetworkSpec): Promise<void> {
+    const r = await this.submit(
+      { fwBefore: planEndpointPortsRemove(ep.id, spec, ep.mappings), conntrack: conntrackFor(ep) },
+      { kind: 'ports-revoke', endpointId: ep.id, mappings: ep.mappings },
+      (res) => {
+        if (!res.ok) return null;
+        this.ports.release(ep.id);
+        const next: EndpointRecord = { ...ep, mappings: [] };
+        this.books.putEndpoint(next);
+        return { putEndpoints: [next] };
+      },
+    );
+    if (!r.ok) throw new KernelError(`failed to revoke external connectivity: ${r.message ?? 'unknown error'}`);
   }
 
   /** Bindings of every endpoint (for `batchbridge ports`). */
@@ -452,6 +471,20 @@ export class Driver {
     const out: Array<{ networkId: string; endpointId: string; mapping: PortMapping }> = [];
     for (const e of this.books.endpoints.values()) for (const m of e.mappings) out.push({ networkId: e.networkId, endpointId: e.id, mapping: m });
     return out;
+  }
+
+  /** What reconciliation works on (src/scheduler/reconcile.ts); hold the gate exclusively. */
+  reconcileTarget(): ReconcileTarget {
+    return {
+      books: this.books,
+      store: this.store,
+      exec: this.exec,
+      tools: this.opts.tools,
+      ports: this.ports,
+      log: this.log,
+      bridgeAddrs: (n) => bridgeAddrs(n.spec),
+      sysctls: (n) => networkSysctls(n.spec),
+    };
   }
 
   async close(): Promise<void> {
@@ -469,7 +502,7 @@ function conntrackFor(ep: EndpointRecord): Array<{ family: 4 | 6; address: strin
   return out;
 }
 
-function bridgeAddrs(spec: NetworkSpec): string[] {
+export function bridgeAddrs(spec: NetworkSpec): string[] {
   const out: string[] = [];
   if (!spec.inhibitIpv4) out.push(`${spec.ipv4.ip}/${spec.ipv4.prefix}`);
   if (spec.enableIpv6) {
@@ -479,13 +512,19 @@ function bridgeAddrs(spec: NetworkSpec): string[] {
   return out;
 }
 
-function networkSysctls(spec: NetworkSpec): SysctlWrite[] {
+export function networkSysctls(spec: NetworkSpec): SysctlWrite[] {
   const br = spec.bridge;
   const out: SysctlWrite[] = [
     { path: `net/ipv6/conf/${br}/accept_ra`, value: '0', optional: true },
     // 127.0.0.1:<published port> is DNAT-ed to a container: the kernel must route it.
     { path: `net/ipv4/conf/${br}/route_localnet`, value: '1', optional: false },
   ];
+  // ICC off is a FORWARD rule for traffic between two ports of one bridge: bridged frames reach
+  // iptables only with bridge netfilter on (Docker sets it too). Per namespace since Linux 5.3.
+  if (!spec.icc) {
+    out.push({ path: 'net/bridge/bridge-nf-call-iptables', value: '1', optional: true });
+    if (spec.enableIpv6) out.push({ path: 'net/bridge/bridge-nf-call-ip6tables', value: '1', optional: true });
+  }
   if (spec.enableIpv6) {
     out.push({ path: `net/ipv6/conf/${br}/disable_ipv6`, value: '0', optional: false });
     out.push({ path: 'net/ipv6/conf/all/forwarding', value: '1', optional: true });
@@ -504,6 +543,6 @@ function mergeChanges(list: readonly BookChanges[], intentBatch: number | null):
     deleteNetworks: list.flatMap((c) => c.deleteNetworks ?? []),
     putEndpoints: list.flatMap((c) => c.putEndpoints ?? []),
     deleteEndpoints: list.flatMap((c) => c.deleteEndpoints ?? []),
-    clearIntents: intentBatch === null ? [] : [intentBatch],
+    clearIntents: [...list.flatMap((c) => c.clearIntents ?? []), ...(intentBatch === null ? [] : [intentBatch])],
   };
 }

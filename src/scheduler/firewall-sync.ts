@@ -3,7 +3,7 @@
 // built-in chains are made present exactly once. Used at start, after a restart or crash, and
 // when the watchdog finds our rules gone (someone ran `iptables -F` or reloaded a firewall).
 import type { RuleLine } from '../batching/ops.js';
-import { baseChains, networkRuleSpecs, planHooks, readHookState, renderRestorePayload, CHAINS } from '../batching/plan-firewall.js';
+import { addLine, baseChains, HEADS, HOOKS, networkRuleSpecs, planHooks, readHookState, renderRestorePayload } from '../batching/plan-firewall.js';
 import { planEndpointPortsAdd } from '../batching/plan-ports.js';
 import { KernelError } from '../errors.js';
 import type { KernelExecutor } from '../workers/pool.js';
@@ -15,7 +15,7 @@ export function desiredRules(books: Books, family: 4 | 6): RuleLine[] {
   const out: RuleLine[] = [...baseChains()];
   for (const n of books.networks.values()) {
     if (family === 6 && !n.spec.enableIpv6) continue;
-    for (const r of networkRuleSpecs(toFwNetwork(n.spec), family)) out.push({ table: r.table, line: `-A ${r.line}` });
+    for (const r of networkRuleSpecs(toFwNetwork(n.spec), family)) out.push(addLine(r));
   }
   for (const e of books.endpoints.values()) {
     const net = books.networks.get(e.networkId);
@@ -37,16 +37,33 @@ export async function syncFirewall(exec: KernelExecutor, tools: ToolPaths, books
   }
 }
 
-/** True when our hooks and chains are all still in place (cheap check for the watchdog). */
+/** `iptables` / `ip6tables` next to the configured iptables-save. */
+function listTool(tools: ToolPaths, family: 4 | 6): string {
+  const save = family === 4 ? tools.iptablesSave : tools.ip6tablesSave;
+  return save.replace(/-save$/, '');
+}
+
+/**
+ * True when our hooks and the fixed heads of our chains are all in place. Cheap on purpose: it
+ * lists only the built-in chains we hook into and the first rule of BB-FORWARD and BB-DNAT
+ * (`iptables -S CHAIN` reads one chain; `iptables-save` would read every DNAT rule), about 3 ms
+ * per listing whatever the number of bindings. A flush of a table (`iptables -F`, `-t nat -F`,
+ * a firewall reload) removes our hooks; a flush of BB-FORWARD or BB-DNAT removes their head.
+ */
 export async function firewallIntact(exec: KernelExecutor, tools: ToolPaths): Promise<boolean> {
+  const checks: Array<Promise<boolean>> = [];
   for (const family of [4, 6] as const) {
-    const save = await exec.exec(family === 4 ? tools.iptablesSave : tools.ip6tablesSave, []);
-    if (save.exitCode !== 0) return false;
-    const text = save.stdout;
-    const hooks = readHookState(text);
-    if (hooks.forwardJumps !== 1 || hooks.preroutingJumps !== 1 || hooks.outputJumps !== 1 || hooks.postroutingJumps !== 1) return false;
-    // BB-FORWARD's fixed first rule gone means our chains were flushed.
-    if (!text.includes(`-A ${CHAINS.forward} -j ${CHAINS.isolation1}`)) return false;
+    const bin = listTool(tools, family);
+    for (const hook of Object.values(HOOKS)) {
+      const chain = hook.spec.slice(0, hook.spec.indexOf(' '));
+      checks.push(
+        exec.exec(bin, ['-w', '-t', hook.table, '-S', chain]).then((r) => r.exitCode === 0 && r.stdout.split('\n').filter((l) => l === `-A ${hook.spec}`).length === 1),
+      );
+    }
+    for (const [table, head] of [['filter', HEADS.forward], ['nat', HEADS.dnat]] as const) {
+      const chain = head.split(' ')[1] as string;
+      checks.push(exec.exec(bin, ['-w', '-t', table, '-S', chain, '1']).then((r) => r.exitCode === 0 && r.stdout.trim() === head));
+    }
   }
-  return true;
+  return (await Promise.all(checks)).every(Boolean);
 }

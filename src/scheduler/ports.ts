@@ -181,8 +181,8 @@ export class PortAllocator {
           if (!dfltIs6) copies.push({ family: 4, hostIp: dflt, containerIp: ipv4 });
           if (ipv6 !== null && (dflt === '0.0.0.0' || dfltIs6)) copies.push({ family: 6, hostIp: dflt === '0.0.0.0' ? '::' : dflt, containerIp: ipv6 });
         } else if (r.hostIp.includes(':')) {
-          if (ipv6 === null) throw new InvalidPortError(`cannot bind ${r.hostIp}: endpoint ${endpointId} has no IPv6 address`);
-          copies.push({ family: 6, hostIp: r.hostIp, containerIp: ipv6 });
+          // Docker (without its userland proxy) skips an IPv6 binding of an endpoint without IPv6.
+          if (ipv6 !== null) copies.push({ family: 6, hostIp: r.hostIp, containerIp: ipv6 });
         } else {
           copies.push({ family: 4, hostIp: r.hostIp, containerIp: ipv4 });
         }
@@ -216,10 +216,13 @@ export class PortAllocator {
     }
     // A range takes the first port that is free both in our books and on the host; an ephemeral
     // port is taken round-robin after the last one handed out, so freed ports are not reused at once.
+    // Like Docker's allocator, each distinct range keeps its own cursor (the first pick is the
+    // range's first port).
     const ephemeral = r.hostPort === 0;
     const [lo, hi] = ephemeral ? this.ephemeral : [r.hostPort, r.hostPortEnd];
     const span = hi - lo + 1;
-    const start = ephemeral ? ((this.lastEphemeral.get(key) ?? lo - 1) + 1 - lo + span) % span : 0;
+    const cursorKey = ephemeral ? key : `${key}/${lo}-${hi}`;
+    const start = ((this.lastEphemeral.get(cursorKey) ?? lo - 1) + 1 - lo + span) % span;
     let attempts = 0;
     for (let i = 0; i < span; i++) {
       const port = lo + ((start + i) % span);
@@ -230,7 +233,7 @@ export class PortAllocator {
         continue;
       }
       taken.add(port);
-      if (ephemeral) this.lastEphemeral.set(key, port);
+      this.lastEphemeral.set(cursorKey, port);
       return { port, holder };
     }
     throw new PortAllocatedError(ephemeral ? `Bind for ${show}:0 failed: no free ephemeral port` : `Bind for ${show}:${lo}-${hi} failed: all ports are allocated`);

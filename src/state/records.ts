@@ -63,5 +63,7 @@ export type IntentItem =
   | { readonly kind: 'endpoint-delete'; readonly endpointId: string; readonly host: string }
   | { readonly kind: 'ports-program'; readonly endpointId: string; readonly mappings: readonly PortMapping[] }
   | { readonly kind: 'ports-revoke'; readonly endpointId: string; readonly mappings: readonly PortMapping[] }
-  | { readonly kind: 'network-create'; readonly networkId: string; readonly bridge: string }
-  | { readonly kind: 'network-delete'; readonly networkId: string; readonly bridge: string };
+  // createdBridge/addrs: whether the bridge is ours to delete and which addresses we add to it,
+  // so that reconciliation can undo an interrupted creation without touching a user's bridge.
+  | { readonly kind: 'network-create'; readonly networkId: string; readonly bridge: string; readonly createdBridge?: boolean; readonly addrs?: readonly string[] }
+  | { readonly kind: 'network-delete'; readonly networkId: string; readonly bridge: string; readonly createdBridge?: boolean };

@@ -21,6 +21,7 @@ const LINE_RE = /line:? (\d+)/i;
 export async function applyFirewallWork(works: readonly FwWork[], tools: ToolPaths): Promise<FwApplyOutcome> {
   const failed = new Map<number, string>();
   let spawns = 0;
+  const appliedV4 = new Map<number, readonly RuleLine[]>();
   for (const family of [4, 6] as const) {
     const exe = family === 4 ? tools.iptablesRestore : tools.ip6tablesRestore;
     const items = works
@@ -28,8 +29,28 @@ export async function applyFirewallWork(works: readonly FwWork[], tools: ToolPat
       .filter((w) => w.lines.length > 0 && !failed.has(w.opId));
     if (items.length === 0) continue;
     spawns += await applyFamily(exe, items, failed);
+    if (family === 4) for (const i of items) if (!i.tolerant && !failed.has(i.opId)) appliedV4.set(i.opId, i.lines);
+  }
+  // An operation whose IPv6 half failed must not keep its IPv4 half: take those lines back, so
+  // a failed request leaves nothing installed.
+  for (const [opId, lines] of appliedV4) {
+    if (!failed.has(opId)) continue;
+    const undo = invertLines(lines);
+    if (undo.length > 0) spawns += await applyTolerantly(tools.iptablesRestore, { opId, tolerant: true, lines: undo }, new Map());
   }
   return { failed, spawns };
+}
+
+/** The deletions that undo additions ("-A X r" / "-I X n r" → "-D X r"), last first. */
+export function invertLines(lines: readonly RuleLine[]): RuleLine[] {
+  const out: RuleLine[] = [];
+  for (const l of lines) {
+    const a = /^-A (\S+) (.*)$/.exec(l.line);
+    const i = /^-I (\S+) \d+ (.*)$/.exec(l.line);
+    const m = a ?? i;
+    if (m !== null) out.push({ table: l.table, line: `-D ${m[1] ?? ''} ${m[2] ?? ''}` });
+  }
+  return out.reverse();
 }
 
 interface Item {

@@ -1,0 +1,101 @@
+// `batchbridge reconcile`: compare the kernel with the books and fix what differs. When the
+// plugin is running, it is asked over its socket (so the fix happens under its exclusive gate,
+// with its in-memory books); otherwise the books are opened directly and the kernel fixed here.
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { Agent, request } from 'undici';
+import { bridgeAddrs, networkSysctls } from './scheduler/driver.js';
+import { Books } from './scheduler/books.js';
+import { formatReport, reconcile, type ReconcileReport } from './scheduler/reconcile.js';
+import { SqliteStateStore } from './state/sqlite-store.js';
+import { DEFAULT_TOOLS, runTool, type ToolPaths } from './workers/spawn.js';
+
+type Asked = { kind: 'answered'; report: ReconcileReport } | { kind: 'not-running' } | { kind: 'failed'; message: string };
+
+async function askPlugin(socketPath: string, dryRun: boolean): Promise<Asked> {
+  if (!existsSync(socketPath)) return { kind: 'not-running' };
+  const dispatcher = new Agent({ connect: { socketPath }, headersTimeout: 600_000, bodyTimeout: 600_000 });
+  try {
+    const res = await request('http://localhost/BatchBridge.Reconcile', { method: 'POST', body: JSON.stringify({ DryRun: dryRun }), dispatcher });
+    const body = (await res.body.json()) as { Report?: ReconcileReport; Err?: string };
+    if (res.statusCode !== 200 || body.Report === undefined) return { kind: 'failed', message: `the plugin answered ${res.statusCode}: ${body.Err ?? 'no report'}` };
+    return { kind: 'answered', report: body.Report };
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    // A socket file nobody listens on is what a killed plugin leaves behind.
+    if (code === 'ECONNREFUSED' || code === 'ENOENT') return { kind: 'not-running' };
+    return { kind: 'failed', message: `cannot reach the plugin at ${socketPath}: ${(err as Error).message}` };
+  } finally {
+    await dispatcher.close();
+  }
+}
+
+async function reconcileOffline(stateDir: string, tools: ToolPaths, dryRun: boolean): Promise<ReconcileReport> {
+  const store = new SqliteStateStore(stateDir);
+  try {
+    const books = new Books();
+    books.load(store.loadNetworks(), store.loadEndpoints());
+    return await reconcile(
+      {
+        books,
+        store,
+        exec: { exec: (file, args, input) => runTool(file, args, input) },
+        tools,
+        ports: null,
+        log: null,
+        bridgeAddrs: (n) => bridgeAddrs(n.spec),
+        sysctls: (n) => networkSysctls(n.spec),
+      },
+      { dryRun },
+    );
+  } finally {
+    store.close();
+  }
+}
+
+export async function runReconcile(args: string[], tools: ToolPaths = DEFAULT_TOOLS): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    strict: true,
+    allowPositionals: false,
+    options: {
+      'state-dir': { type: 'string' },
+      name: { type: 'string' },
+      'socket-dir': { type: 'string' },
+      'dry-run': { type: 'boolean' },
+      json: { type: 'boolean' },
+    },
+  });
+  const name = values.name ?? 'batchbridge';
+  if (!/^[a-z0-9][a-z0-9_.-]{0,63}$/.test(name)) {
+    process.stderr.write(`batchbridge: invalid --name ${JSON.stringify(name)}\n`);
+    return 2;
+  }
+  const stateDir = values['state-dir'] ?? '/var/lib/batchbridge';
+  const socketPath = join(values['socket-dir'] ?? '/run/docker/plugins', `${name}.sock`);
+  const dryRun = values['dry-run'] === true;
+
+  let report: ReconcileReport;
+  let where: string;
+  const asked = await askPlugin(socketPath, dryRun);
+  if (asked.kind === 'failed') {
+    process.stderr.write(`batchbridge: ${asked.message}\n`);
+    return 1;
+  }
+  if (asked.kind === 'answered') {
+    report = asked.report;
+    where = `running plugin at ${socketPath}`;
+  } else {
+    // Opening a state dir without books would make every bb-* bridge look like an orphan.
+    if (!existsSync(join(stateDir, 'batchbridge.db'))) {
+      process.stderr.write(`batchbridge: no books at ${stateDir} (batchbridge.db missing) and no plugin listening at ${socketPath}\n`);
+      return 1;
+    }
+    report = await reconcileOffline(stateDir, tools, dryRun);
+    where = `books at ${stateDir} (plugin not running)`;
+  }
+  if (values.json) process.stdout.write(`${JSON.stringify({ source: where, ...report }, null, 2)}\n`);
+  else process.stdout.write(`reconciled ${where}\n${formatReport(report)}`);
+  return report.findings.some((f) => f.kind === 'error') ? 1 : 0;
+}

@@ -1,0 +1,236 @@
+// applyIpWork (src/workers/apply-ip.ts) and runBatch (src/workers/batch-worker.ts) against the real
+// kernel with the real `ip`, in the runner's private network namespace.
+import assert from 'node:assert/strict';
+import { before, describe, test, type TestContext } from 'node:test';
+import type { BatchRequest, IpOp, OpWork } from '../../src/batching/ops.js';
+import { planIpBatch, type IpWork } from '../../src/batching/plan-ip.js';
+import { applyIpWork } from '../../src/workers/apply-ip.js';
+import { runBatch } from '../../src/workers/batch-worker.js';
+import { DEFAULT_TOOLS } from '../../src/workers/spawn.js';
+import { runOk } from '../helpers/proc.js';
+import { addrs, assertPrivateNetns, deleteLinks, linkMap, linkNames } from './bb-kernel.js';
+
+const GROUP = 0x62620000 + 4001;
+let seq = 0;
+
+before(() => assertPrivateNetns());
+
+/** A bridge made through applyIpWork, deleted (with anything left on it) after the test. */
+async function bridge(t: TestContext, opts: { mtu?: number; addr?: string } = {}): Promise<string> {
+  const name = `bbt-br${++seq}`;
+  const baseline = await linkNames();
+  t.after(async () => {
+    const now = await linkNames();
+    await deleteLinks(now.filter((n) => !baseline.includes(n)));
+  });
+  const r = await applyIpWork(
+    [
+      { opId: 1, ops: [{ kind: 'bridge-create', bridge: name, mac: '02:42:c6:12:00:01', mtu: opts.mtu ?? 0 }] },
+      { opId: 2, ops: [{ kind: 'bridge-addrs', bridge: name, addrs: [opts.addr ?? '198.18.100.1/24'], up: true }] },
+    ],
+    GROUP,
+    DEFAULT_TOOLS,
+  );
+  assert.deepEqual([...r.failed], []);
+  assert.equal(r.spawns, 1);
+  return name;
+}
+
+const vethPair = (i: number): { host: string; peer: string } => ({ host: `bbth${seq}x${i}`, peer: `bbtp${seq}x${i}` });
+
+describe('applyIpWork on the kernel', () => {
+  test('bridge create: up, with its address, MAC and MTU', async (t) => {
+    const br = await bridge(t, { mtu: 1400, addr: '198.18.101.1/24' });
+    const l = (await linkMap()).get(br);
+    assert.ok(l);
+    assert.equal(l.linkinfo?.info_kind, 'bridge');
+    assert.ok(l.flags.includes('UP'));
+    assert.equal(l.mtu, 1400);
+    assert.deepEqual((await addrs(br)).filter((a) => !a.startsWith('fe80:')), ['198.18.101.1/24']);
+    // adding the same address again is tolerated ("File exists")
+    const again = await applyIpWork([{ opId: 9, ops: [{ kind: 'bridge-addrs', bridge: br, addrs: ['198.18.101.1/24'], up: true }] }], GROUP, DEFAULT_TOOLS);
+    assert.deepEqual([...again.failed], []);
+  });
+
+  test('50 veths in one batch: on the bridge, txqlen 0, MTU, host side up, peer down without master', async (t) => {
+    const br = await bridge(t);
+    const pairs = Array.from({ length: 50 }, (_, i) => vethPair(i));
+    const works: IpWork[] = pairs.map((p, i) => ({ opId: i + 1, ops: [{ kind: 'veth-create', host: p.host, peer: p.peer, bridge: br, mtu: 1400 }] }));
+    const r = await applyIpWork(works, GROUP, DEFAULT_TOOLS);
+    assert.deepEqual([...r.failed], []);
+    assert.equal(r.spawns, 1, 'one ip process for the whole batch');
+    const m = await linkMap();
+    for (const p of pairs) {
+      const host = m.get(p.host);
+      const peer = m.get(p.peer);
+      assert.ok(host && peer, `${p.host}/${p.peer} exist`);
+      assert.equal(host.master, br);
+      assert.equal(host.linkinfo?.info_kind, 'veth');
+      assert.ok(host.flags.includes('UP'), `${p.host} is up`);
+      assert.equal(host.mtu, 1400);
+      // iproute2 omits "txqlen" when it is 0 (older versions print "txqlen":0); veths default to 1000
+      assert.equal(host.txqlen ?? 0, 0, `${p.host} txqlen`);
+      assert.equal(peer.master, undefined, `${p.peer} has no master`);
+      assert.ok(!peer.flags.includes('UP'), `${p.peer} stays down`);
+      assert.equal(peer.mtu, 1400);
+      assert.equal(peer.txqlen ?? 0, 0, `${p.peer} txqlen`);
+      assert.equal(peer.link, p.host, 'the two ends are one pair');
+    }
+  });
+
+  test('without an MTU the veths keep the kernel default', async (t) => {
+    const br = await bridge(t);
+    const p = vethPair(0);
+    const r = await applyIpWork([{ opId: 1, ops: [{ kind: 'veth-create', host: p.host, peer: p.peer, bridge: br, mtu: 0 }] }], GROUP, DEFAULT_TOOLS);
+    assert.deepEqual([...r.failed], []);
+    assert.equal((await linkMap()).get(p.host)?.mtu, 1500);
+  });
+
+  test('one impossible op in a batch of good ones fails only that op', async (t) => {
+    const br = await bridge(t);
+    const taken = vethPair(99);
+    await applyIpWork([{ opId: 1, ops: [{ kind: 'veth-create', host: taken.host, peer: taken.peer, bridge: br, mtu: 0 }] }], GROUP, DEFAULT_TOOLS);
+    const good = Array.from({ length: 5 }, (_, i) => vethPair(i));
+    const works: IpWork[] = [
+      ...good.slice(0, 2).map((p, i) => ({ opId: 10 + i, ops: [{ kind: 'veth-create', host: p.host, peer: p.peer, bridge: br, mtu: 0 } as IpOp] })),
+      // the host name exists already
+      { opId: 20, ops: [{ kind: 'veth-create', host: taken.host, peer: `bbtq${seq}x1`, bridge: br, mtu: 0 }] },
+      ...good.slice(2).map((p, i) => ({ opId: 30 + i, ops: [{ kind: 'veth-create', host: p.host, peer: p.peer, bridge: br, mtu: 0 } as IpOp] })),
+    ];
+    const r = await applyIpWork(works, GROUP, DEFAULT_TOOLS);
+    assert.deepEqual([...r.failed.keys()], [20]);
+    assert.match(r.failed.get(20) ?? '', /File exists/);
+    const m = await linkMap();
+    for (const p of good) assert.equal(m.get(p.host)?.master, br, `${p.host} was created`);
+    assert.equal(m.has(`bbtq${seq}x1`), false);
+  });
+
+  test('a line that makes ip stop early: the kernel is asked which ops took effect', async (t) => {
+    const br = await bridge(t);
+    const [a, b, c] = [vethPair(1), vethPair(2), vethPair(3)];
+    const works: IpWork[] = [
+      { opId: 1, ops: [{ kind: 'veth-create', host: a.host, peer: a.peer, bridge: br, mtu: 0 }] },
+      // a master that does not exist is a syntax-level error: ip -force exits at once
+      { opId: 2, ops: [{ kind: 'veth-create', host: b.host, peer: b.peer, bridge: 'bbt-nosuch', mtu: 0 }] },
+      { opId: 3, ops: [{ kind: 'veth-create', host: c.host, peer: c.peer, bridge: br, mtu: 0 }] },
+    ];
+    const r = await applyIpWork(works, GROUP, DEFAULT_TOOLS);
+    assert.deepEqual([...r.failed.keys()].sort(), [2, 3]);
+    assert.match(r.failed.get(2) ?? '', /Device does not exist|bbt-nosuch/);
+    assert.equal(r.spawns, 2, 'the script, then one look at the kernel');
+    const m = await linkMap();
+    assert.equal(m.get(a.host)?.master, br, 'the op before the failure stands');
+    assert.equal(m.has(b.host), false);
+    assert.equal(m.has(c.host), false);
+  });
+
+  test('delete by link group: all gone, one group-delete line; deleting them again is success', async (t) => {
+    const br = await bridge(t);
+    const pairs = Array.from({ length: 50 }, (_, i) => vethPair(i));
+    const created = await applyIpWork(
+      pairs.map((p, i) => ({ opId: i + 1, ops: [{ kind: 'veth-create', host: p.host, peer: p.peer, bridge: br, mtu: 0 }] })),
+      GROUP,
+      DEFAULT_TOOLS,
+    );
+    assert.deepEqual([...created.failed], []);
+    const dels: IpWork[] = pairs.map((p, i) => ({ opId: 100 + i, ops: [{ kind: 'veth-delete', host: p.host }] }));
+    const plan = planIpBatch(dels, GROUP);
+    assert.equal(plan.text.split('\n').filter((l) => l.startsWith('link del group ')).length, 1);
+    assert.equal(plan.text.split('\n').filter((l) => l.startsWith('link del ')).length, 1, 'no per-veth delete');
+    const t0 = performance.now();
+    const r = await applyIpWork(dels, GROUP, DEFAULT_TOOLS);
+    const ms = performance.now() - t0;
+    assert.deepEqual([...r.failed], []);
+    assert.equal(r.spawns, 1);
+    const names = await linkNames();
+    for (const p of pairs) {
+      assert.ok(!names.includes(p.host), `${p.host} deleted`);
+      assert.ok(!names.includes(p.peer), `${p.peer} deleted with its pair`);
+    }
+    assert.ok(names.includes(br), 'the bridge stays');
+    // 50 single deletes cost ~17 ms each (an RCU grace period); the group pays that once
+    assert.ok(ms < 700, `group delete of 50 veths took ${ms.toFixed(0)} ms`);
+    // already gone: success, not an error
+    const again = await applyIpWork(dels, GROUP, DEFAULT_TOOLS);
+    assert.deepEqual([...again.failed], []);
+    assert.equal(again.spawns, 1);
+  });
+
+  test('the group delete leaves links of other groups alone', async (t) => {
+    const br = await bridge(t);
+    const [a, b] = [vethPair(1), vethPair(2)];
+    await applyIpWork(
+      [a, b].map((p, i) => ({ opId: i + 1, ops: [{ kind: 'veth-create', host: p.host, peer: p.peer, bridge: br, mtu: 0 } as IpOp] })),
+      GROUP,
+      DEFAULT_TOOLS,
+    );
+    const r = await applyIpWork([{ opId: 1, ops: [{ kind: 'veth-delete', host: a.host }] }], GROUP + 1, DEFAULT_TOOLS);
+    assert.deepEqual([...r.failed], []);
+    const m = await linkMap();
+    assert.equal(m.has(a.host), false);
+    assert.equal(m.get(b.host)?.master, br);
+    assert.equal(m.get(b.host)?.group, 'default');
+  });
+
+  test('bridge delete (with veths still on it), then again: success', async (t) => {
+    const br = await bridge(t);
+    const p = vethPair(1);
+    await applyIpWork([{ opId: 1, ops: [{ kind: 'veth-create', host: p.host, peer: p.peer, bridge: br, mtu: 0 }] }], GROUP, DEFAULT_TOOLS);
+    const teardown: IpWork[] = [{ opId: 5, ops: [{ kind: 'veth-delete', host: p.host }, { kind: 'bridge-delete', bridge: br }] }];
+    assert.deepEqual([...(await applyIpWork(teardown, GROUP, DEFAULT_TOOLS)).failed], []);
+    const names = await linkNames();
+    assert.ok(!names.includes(br));
+    assert.ok(!names.includes(p.host));
+    assert.deepEqual([...(await applyIpWork(teardown, GROUP, DEFAULT_TOOLS)).failed], []);
+  });
+
+  test('addresses removed from a bridge, twice', async (t) => {
+    const br = await bridge(t, { addr: '198.18.102.1/24' });
+    const rm: IpWork[] = [{ opId: 1, ops: [{ kind: 'bridge-addrs-remove', bridge: br, addrs: ['198.18.102.1/24'] }] }];
+    assert.deepEqual([...(await applyIpWork(rm, GROUP, DEFAULT_TOOLS)).failed], []);
+    assert.deepEqual((await addrs(br)).filter((a) => !a.startsWith('fe80:')), []);
+    assert.deepEqual([...(await applyIpWork(rm, GROUP, DEFAULT_TOOLS)).failed], []);
+  });
+});
+
+describe('runBatch on the kernel', () => {
+  test('ip work and sysctls of many ops in one batch; a failing op does not sink the others', async (t) => {
+    const br = await bridge(t);
+    const taken = vethPair(50);
+    await runOk(['ip', 'link', 'add', 'name', taken.host, 'type', 'veth', 'peer', 'name', taken.peer]);
+    const ops: OpWork[] = Array.from({ length: 10 }, (_, i) => {
+      const p = i === 4 ? taken : vethPair(i);
+      return { opId: i + 1, ip: [{ kind: 'veth-create', host: p.host, peer: p.peer, bridge: br, mtu: 0 }] };
+    });
+    ops.push({ opId: 11, sysctls: [{ path: `net/ipv4/conf/${br}/route_localnet`, value: '1', optional: false }] });
+    ops.push({ opId: 12, sysctls: [{ path: 'net/ipv4/conf/bbt-nosuch/route_localnet', value: '1', optional: false }] });
+    ops.push({ opId: 13, sysctls: [{ path: 'net/ipv4/conf/bbt-nosuch/route_localnet', value: '1', optional: true }] });
+    ops.push({ opId: 14, sysctls: [{ path: '../../etc/passwd', value: '1', optional: true }] });
+    const req: BatchRequest = { batchId: 7, ops, linkGroup: GROUP };
+    const res = await runBatch(req, DEFAULT_TOOLS);
+    assert.equal(res.batchId, 7);
+    const byId = new Map(res.results.map((r) => [r.opId, r]));
+    assert.equal(res.results.length, 14);
+    for (let i = 1; i <= 10; i++) assert.equal(byId.get(i)?.ok, i !== 5, `op ${i}`);
+    assert.match(byId.get(5)?.message ?? '', /File exists/);
+    assert.equal(byId.get(11)?.ok, true);
+    assert.equal(byId.get(12)?.ok, false);
+    assert.equal(byId.get(13)?.ok, true, 'optional sysctl');
+    assert.equal(byId.get(14)?.ok, false, 'path escape refused');
+    assert.equal(res.timings.ipSpawns, 1);
+    const { readFileSync } = await import('node:fs');
+    assert.equal(readFileSync(`/proc/sys/net/ipv4/conf/${br}/route_localnet`, 'utf8').trim(), '1');
+
+    // teardown in one batch
+    const del: BatchRequest = {
+      batchId: 8,
+      ops: Array.from({ length: 10 }, (_, i) => ({ opId: i + 1, ip: [{ kind: 'veth-delete', host: (i === 4 ? taken : vethPair(i)).host } as IpOp] })),
+      linkGroup: GROUP,
+    };
+    const dres = await runBatch(del, DEFAULT_TOOLS);
+    assert.ok(dres.results.every((r) => r.ok));
+    const names = await linkNames();
+    for (let i = 0; i < 10; i++) assert.ok(!names.includes(vethPair(i).host));
+    assert.ok(!names.includes(taken.host));
+  });
+});
