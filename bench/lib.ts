@@ -48,6 +48,18 @@ export function measure(
   iteration: () => Promise<void>,
   opts: { betweenSamples?: () => void; minSamples?: number; maxTime?: number } = {},
 ): Promise<{ opsPerSec: number; rme: number; samples: number }> {
+  // One untimed warm-up iteration (first spawns, page cache, kernel caches).
+  return iteration()
+    .then(() => opts.betweenSamples?.())
+    .then(() => measureOnly(name, opsPerIteration, iteration, opts));
+}
+
+function measureOnly(
+  name: string,
+  opsPerIteration: number,
+  iteration: () => Promise<void>,
+  opts: { betweenSamples?: () => void; minSamples?: number; maxTime?: number },
+): Promise<{ opsPerSec: number; rme: number; samples: number }> {
   return new Promise((resolve, reject) => {
     let failed: unknown = null;
     const bench = new Benchmark(name, {

@@ -106,7 +106,16 @@ export async function startServer(cfg: ServeConfig, log: Logger): Promise<Runnin
     maxEventLoopDelayMs: 1000,
     maxHeapUsedBytes: 1024 * 1024 * 1024,
     bodyLimit: 1024 * 1024,
-    onActivate: () => resync('dockerd activated the plugin'),
+    // dockerd (re)started and is using us: a restart of dockerd flushes only its own DOCKER*
+    // chains, so this is a check, and a restore only if something of ours is missing.
+    onActivate: () => {
+      firewallIntact(exec, cfg.tools).then(
+        (ok) => {
+          if (!ok) resync('dockerd activated the plugin and our rules were missing');
+        },
+        (err: unknown) => log.error({ err }, 'firewall check failed'),
+      );
+    },
   });
 
   mkdirSync(cfg.socketDir, { recursive: true, mode: 0o755 });

@@ -72,6 +72,8 @@ test('kill -9 at random points during churn, restart, kernel == books', { timeou
   const liveNets = new Set<string>(stable.map((n) => n.id));
   const stats = { ops: 0, ok: 0, failed: 0, unknown: 0, kills: 0, leaks: 0, endpointsChecked: 0 };
   const history = new Map<string, string[]>();
+  const failures = new Map<string, number>();
+  const leaked = new Set<string>();
   let paused = false;
   let stopping = false;
   let inFlight = 0;
@@ -87,10 +89,14 @@ test('kill -9 at random points during churn, restart, kernel == books', { timeou
       history.set(subject, h);
       stats.ops++;
       if (r.status === 200) stats.ok++;
-      else if (r.status === -1) {
+      else if (r.status !== -1) {
+        const why = `${method} ${r.status} ${String(r.body.Err ?? r.text).replace(/[0-9a-f]{6,}|\d+/g, 'N').slice(0, 90)}`;
+        failures.set(why, (failures.get(why) ?? 0) + 1);
+      }
+      if (r.status === -1) {
         stats.unknown++;
         uncertain.add(subject);
-      } else stats.failed++;
+      } else if (r.status !== 200) stats.failed++;
       return r.status;
     } finally {
       inFlight--;
@@ -213,7 +219,7 @@ test('kill -9 at random points during churn, restart, kernel == books', { timeou
     // Booked but unknown to the client: only possible where a call's answer was lost.
     for (const id of books.endpoints.keys()) {
       if (!live.has(id)) {
-        if (uncertain.has(id)) stats.leaks++;
+        if (uncertain.has(id)) leaked.add(id);
         else problems.push(`round ${round}: endpoint ${id} is booked but the client never learned of it`);
       }
     }
@@ -261,6 +267,7 @@ test('kill -9 at random points during churn, restart, kernel == books', { timeou
   assert.deepEqual(await checkConsistency(end, userBridges), [], 'after teardown nothing of ours remains');
   const stopped = await plugin.stop();
   assert.equal(stopped.code, 0, 'SIGTERM exits 0');
-  const summary = { seed: SEED, seconds: Math.round((Date.now() - t0) / 1000), ...stats };
+  stats.leaks = leaked.size;
+  const summary = { seed: SEED, seconds: Math.round((Date.now() - t0) / 1000), ...stats, failures: Object.fromEntries(failures) };
   t.diagnostic(JSON.stringify(summary));
 });
