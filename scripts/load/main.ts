@@ -1,7 +1,9 @@
 // `npm run load -- [options]` / `node dist/scripts/load/main.js [options]`: see HELP.
 import { parseArgs } from 'node:util';
 import { existsSync, realpathSync } from 'node:fs';
-import { pathToFileURL } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import type { FloorResult } from '../../bench/kernel-floor.js';
+import { inNetns, runOk } from './exec.js';
 import type { LeakKind } from './kernel.js';
 import { CALLS, isInitNetns, runLoad, type LoadOptions, type LoadResult } from './run.js';
 import { spawnPlugin, type PluginHandle } from './spawn.js';
@@ -40,6 +42,10 @@ Output:
   --no-leak-check        skip the kernel check
   --inject-leak KIND     test hook: leave a veth|rule|rule6 behind before the check
   --max-errors N         failed requests tolerated before exit 1 (default 0)
+  --floor N              after the load, run the kernel floor (bench/kernel-floor: the same veth,
+                         bridge and rule work by hand-written ip -batch + iptables-restore files in
+                         batches of 256) for N lifecycles in the plugin's namespace, and report
+                         the ratio
 `;
 
 class UsageError extends Error {}
@@ -91,6 +97,9 @@ export function formatReport(r: LoadResult): string {
     for (const p of r.leakCheck.problems.slice(0, 50)) out.push(`  ${p}`);
     if (r.leakCheck.problems.length > 50) out.push(`  ... and ${r.leakCheck.problems.length - 50} more`);
   }
+  if (r.floor !== undefined) {
+    out.push(`kernel floor (same namespace, after the load): ${r.floor.lifecyclesPerSec} lifecycles/s -> batchbridge reaches ${(r.floor.ratio * 100).toFixed(0)} % of it`);
+  }
   if (!r.ok) out.push(`FAILED: ${r.failures.join('; ')}`);
   return `${out.join('\n')}\n`;
 }
@@ -127,6 +136,7 @@ export async function main(argv: string[]): Promise<number> {
         'no-leak-check': { type: 'boolean' },
         'inject-leak': { type: 'string' },
         'max-errors': { type: 'string' },
+        floor: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
     }).values;
@@ -197,6 +207,13 @@ export async function main(argv: string[]): Promise<number> {
     if (!result.ok && result.failures.length === 1 && result.failures[0]?.endsWith('request(s) failed') && result.errors.total <= maxErrors) {
       result.ok = true;
       result.failures = [];
+    }
+    const floorN = int(values.floor, 'floor', null, 1);
+    if (floorN !== null) {
+      const floorJs = fileURLToPath(new URL('../../bench/kernel-floor.js', import.meta.url));
+      const out = await runOk(inNetns(nsPath, [process.execPath, floorJs, '--json', '--lifecycles', String(floorN)]));
+      const best = (JSON.parse(out) as { best: FloorResult }).best;
+      result.floor = { ...best, ratio: Math.round((result.lifecyclesPerSec / best.lifecyclesPerSec) * 1000) / 1000 };
     }
     if (plugin !== null) {
       const st = await plugin.stop();

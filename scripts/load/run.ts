@@ -68,6 +68,8 @@ export interface LoadResult {
   plugin: { pid: number; peakRssMB: number; peakRssSampledMB: number; endRssMB: number } | null;
   sandbox: { batches: number; lines: number } | null;
   leakCheck: (LeakReport & { injected: string | null }) | null;
+  /** filled in by main.ts --floor */
+  floor?: { lifecyclesPerSec: number; ratio: number; seconds: number; lifecycles: number };
 }
 
 function ipStr(n: number): string {

@@ -178,10 +178,12 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   };
 
   const heavy = SHEDDABLE;
+  // Never below the configured level: --log-level silent/error must stay quiet.
+  const routeLogLevel = (deps.logger.levelVal >= 40 ? deps.logger.level : 'warn') as 'warn';
   for (const [url, route] of Object.entries(routes)) {
     // Route-level 'warn' keeps fastify's per-request info lines off the hot path; failures are
     // still logged (with the request id) by the error handler.
-    app.post(url, { logLevel: 'warn' }, async (req, reply) => {
+    app.post(url, { logLevel: routeLogLevel }, async (req, reply) => {
       // Shed new work (not teardown: deleting must always get through) when the queue is full.
       if (heavy.has(url) && driver.queueDepth >= deps.maxQueue) {
         throw new OverloadedError(`batchbridge is overloaded (${driver.queueDepth} operations queued); retry shortly`);

@@ -84,20 +84,29 @@ export function checkFirewallChange(c: FirewallChange): void {
 export class RecordingExecutor implements KernelExecutor {
   readonly ipScripts: string[] = [];
   readonly fwChanges: FirewallChange[] = [];
+  /** grammar violations (a throw here would only fail the batch, so they are collected) */
+  readonly violations: string[] = [];
   batches = 0;
 
   async runBatch(req: BatchRequest): Promise<BatchResponse> {
     this.batches++;
+    const check = (fn: () => void): void => {
+      try {
+        fn();
+      } catch (err) {
+        this.violations.push(err instanceof Error ? err.message : String(err));
+      }
+    };
     const works: IpWork[] = req.ops.flatMap((o) => (o.ip && o.ip.length > 0 ? [{ opId: o.opId, ops: o.ip }] : []));
     const plan = planIpBatch(works, req.linkGroup);
     if (works.length > 0 && plan.text !== '') {
-      checkIpScript(plan.text, expectedIpLines(works));
+      check(() => checkIpScript(plan.text, expectedIpLines(works)));
       this.ipScripts.push(plan.text);
     }
     for (const o of req.ops) {
       for (const c of [o.fwBefore, o.fwAfter]) {
         if (c === undefined) continue;
-        checkFirewallChange(c);
+        check(() => checkFirewallChange(c));
         this.fwChanges.push(c);
       }
     }

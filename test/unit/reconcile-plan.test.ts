@@ -1,0 +1,102 @@
+// The pure half of reconciliation: books + intents + a kernel snapshot → findings and fixes.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { parseNetworkId } from '../../src/domain/names.js';
+import { parseNetworkSpec } from '../../src/domain/network-spec.js';
+import { bridgeAddrs, networkSysctls } from '../../src/scheduler/driver.js';
+import { planReconcile, type KernelLink, type ReconcileInput } from '../../src/scheduler/reconcile.js';
+import type { EndpointRecord, Intent, NetworkRecord } from '../../src/state/records.js';
+
+const spec = parseNetworkSpec({ NetworkID: parseNetworkId('net0000000001'), Options: {}, IPv4Data: [{ Pool: '198.18.20.0/24' }], IPv6Data: [] });
+const net: NetworkRecord = { spec, createdBridge: true, addedAddrs: [], createdAt: 1 };
+const BR = spec.bridge;
+const epRec = (id: string, host: string, mappings = 0): EndpointRecord => ({
+  id, networkId: spec.id, host, peer: `${host.slice(0, 10)}ff`, ipv4: '198.18.20.5/24', ipv6: null, mac: '02:42:c6:12:14:05', joined: true,
+  exposed: [], requested: [], createdAt: 1,
+  mappings: Array.from({ length: mappings }, (_, i) => ({ proto: 'tcp' as const, family: 4 as const, hostIp: '0.0.0.0', hostPort: 8000 + i, containerIp: '198.18.20.5', containerPort: 80 })),
+});
+const link = (name: string, kind: string | null, master: string | null = null, addrs: string[] = [], up = true): KernelLink => ({ name, kind, master, up, addrs });
+const healthyBridge = link(BR, 'bridge', null, ['198.18.20.1/24']);
+
+function plan(p: Partial<ReconcileInput> & { links: KernelLink[] }) {
+  return planReconcile({
+    networks: p.networks ?? [net],
+    endpoints: p.endpoints ?? [],
+    intents: p.intents ?? [],
+    kernel: { links: new Map(p.links.map((l) => [l.name, l])) },
+    bridgeAddrs: (n) => bridgeAddrs(n.spec),
+    sysctls: (n) => networkSysctls(n.spec),
+  });
+}
+const intent = (batchId: number, items: Intent['items']): Intent => ({ batchId, createdAt: batchId, items });
+
+test('a healthy system needs nothing', () => {
+  const p = plan({ endpoints: [epRec('e1', 'veth0000001')], links: [healthyBridge, link('veth0000001', 'veth', BR)] });
+  assert.deepEqual(p.findings, []);
+  assert.deepEqual(p.ipLines, []);
+});
+
+test('interrupted endpoint creation is undone; interrupted deletion and revocation are finished', () => {
+  const p = plan({
+    endpoints: [epRec('e2', 'veth0000002'), epRec('e3', 'veth0000003', 2)],
+    intents: [intent(7, [
+      { kind: 'endpoint-create', endpointId: 'e1', networkId: spec.id, host: 'veth0000001', peer: 'veth00000aa' },
+      { kind: 'endpoint-delete', endpointId: 'e2', host: 'veth0000002' },
+      { kind: 'ports-revoke', endpointId: 'e3', mappings: [] },
+    ])],
+    links: [healthyBridge, link('veth0000001', 'veth', BR), link('veth00000aa', 'veth'), link('veth0000002', 'veth', BR), link('veth0000003', 'veth', BR)],
+  });
+  assert.deepEqual(p.clearIntents, [7]);
+  assert.deepEqual(p.deleteEndpoints, ['e2']);
+  assert.deepEqual(p.putEndpoints.map((e) => [e.id, e.mappings.length]), [['e3', 0]]);
+  assert.ok(p.ipLines.includes(`link set dev veth0000001 group ${0x62621000}`));
+  assert.ok(p.ipLines.includes(`link set dev veth0000002 group ${0x62621000}`));
+  assert.ok(!p.ipLines.some((l) => l.includes('veth00000aa')), 'the peer goes with its host end');
+  assert.ok(!p.ipLines.some((l) => l.includes('veth0000003')));
+});
+
+test('interrupted network creation: our bridge removed, a user bridge only loses our addresses', () => {
+  const ours = plan({ networks: [], intents: [intent(-1, [{ kind: 'network-create', networkId: 'netx', bridge: 'custom0', createdBridge: true, addrs: ['198.18.30.1/24'] }])], links: [link('custom0', 'bridge')] });
+  assert.ok(ours.ipLines.includes('link del dev custom0'));
+  const users = plan({ networks: [], intents: [intent(-2, [{ kind: 'network-create', networkId: 'nety', bridge: 'userbr', createdBridge: false, addrs: ['198.18.31.1/24'] }])], links: [link('userbr', 'bridge', null, ['198.18.31.1/24'])] });
+  assert.ok(!users.ipLines.includes('link del dev userbr'), 'never delete a user bridge');
+  assert.ok(users.ipLines.includes('address del 198.18.31.1/24 dev userbr'));
+});
+
+test('interrupted network deletion is finished, endpoints included', () => {
+  const p = plan({
+    endpoints: [epRec('e1', 'veth0000001')],
+    intents: [intent(9, [{ kind: 'network-delete', networkId: spec.id, bridge: BR, createdBridge: true }])],
+    links: [healthyBridge, link('veth0000001', 'veth', BR)],
+  });
+  assert.deepEqual(p.deleteNetworks, [spec.id]);
+  assert.deepEqual(p.deleteEndpoints, ['e1']);
+  assert.ok(p.ipLines.includes(`link del dev ${BR}`));
+});
+
+test('missing bridge re-created with its address; detached veth re-enslaved; vanished endpoint unbooked', () => {
+  const p = plan({ endpoints: [epRec('e1', 'veth0000001'), epRec('e2', 'veth0000002', 1)], links: [link('veth0000001', 'veth', null)] });
+  assert.match(p.ipLines[0] ?? '', new RegExp(`^link add name ${BR} address 02:42:`));
+  assert.ok(p.ipLines.includes(`address add 198.18.20.1/24 dev ${BR}`));
+  assert.ok(p.ipLines.includes(`link set dev veth0000001 master ${BR}`));
+  assert.deepEqual(p.deleteEndpoints, ['e2']);
+  assert.ok(p.findings.some((f) => f.kind === 'endpoint-vanished' && f.subject === 'e2'));
+  assert.ok(p.sysctls.length > 0);
+});
+
+test('orphans: veths on our bridges, bb-* bridges; foreign veths and bridges are left alone', () => {
+  const p = plan({
+    links: [
+      healthyBridge,
+      link('vethdead001', 'veth', BR), // ours: on our bridge, nobody owns it
+      link('vethabcdef0', 'veth', 'docker0'), // dockerd's
+      link('vethabcdef1', 'veth', null), // not on a bridge of ours
+      link('bb-gone00000', 'bridge'),
+      link('docker0', 'bridge'),
+      link('br-1234', 'bridge'),
+    ],
+  });
+  assert.ok(p.ipLines.includes(`link set dev vethdead001 group ${0x62621000}`));
+  assert.ok(p.ipLines.includes('link del dev bb-gone00000'));
+  for (const foreign of ['vethabcdef0', 'vethabcdef1', 'docker0', 'br-1234']) assert.ok(!p.ipLines.some((l) => l.includes(foreign)), foreign);
+});
