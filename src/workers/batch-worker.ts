@@ -49,7 +49,11 @@ export async function runBatch(req: BatchRequest, tools: ToolPaths): Promise<Bat
   let fwSpawns = 0;
   let fwMs = 0;
 
-  const before: FwWork[] = req.ops.flatMap((o) => (o.fwBefore ? [{ opId: o.opId, change: o.fwBefore }] : []));
+  // Additions of operations with no ip or sysctl work (ProgramExternalConnectivity) depend on
+  // nothing else in the batch: they join the first transaction, which saves a second
+  // iptables-restore process in most batches.
+  const early = (o: (typeof req.ops)[number]): boolean => o.fwAfter !== undefined && o.fwBefore === undefined && (o.ip?.length ?? 0) === 0 && (o.sysctls?.length ?? 0) === 0;
+  const before: FwWork[] = req.ops.flatMap((o) => (o.fwBefore ? [{ opId: o.opId, change: o.fwBefore }] : early(o) && o.fwAfter ? [{ opId: o.opId, change: o.fwAfter }] : []));
   if (before.length > 0) {
     const t = performance.now();
     const r = await applyFirewallWork(before, tools);
@@ -76,7 +80,7 @@ export async function runBatch(req: BatchRequest, tools: ToolPaths): Promise<Bat
     }
   }
 
-  const after: FwWork[] = req.ops.flatMap((o) => (o.fwAfter && !failed.has(o.opId) ? [{ opId: o.opId, change: o.fwAfter }] : []));
+  const after: FwWork[] = req.ops.flatMap((o) => (o.fwAfter && !early(o) && !failed.has(o.opId) ? [{ opId: o.opId, change: o.fwAfter }] : []));
   if (after.length > 0) {
     const t = performance.now();
     const r = await applyFirewallWork(after, tools);
