@@ -31,7 +31,6 @@ export class InvalidPortError extends defineError('BB_ERR_INVALID_PORT', 'bad-re
 export class NetworkExistsError extends defineError('BB_ERR_NETWORK_EXISTS', 'conflict') {}
 export class NetworkConflictError extends defineError('BB_ERR_NETWORK_CONFLICT', 'conflict') {}
 export class NetworkNotFoundError extends defineError('BB_ERR_NETWORK_NOT_FOUND', 'not-found') {}
-export class NetworkBusyError extends defineError('BB_ERR_NETWORK_BUSY', 'conflict') {}
 export class EndpointExistsError extends defineError('BB_ERR_ENDPOINT_EXISTS', 'conflict') {}
 export class EndpointNotFoundError extends defineError('BB_ERR_ENDPOINT_NOT_FOUND', 'not-found') {}
 export class BridgeFullError extends defineError('BB_ERR_BRIDGE_FULL', 'conflict') {}
@@ -40,7 +39,6 @@ export class NotSupportedError extends defineError('BB_ERR_NOT_SUPPORTED', 'not-
 export class OverloadedError extends defineError('BB_ERR_OVERLOADED', 'unavailable') {}
 export class ShuttingDownError extends defineError('BB_ERR_SHUTTING_DOWN', 'unavailable') {}
 export class KernelError extends defineError('BB_ERR_KERNEL', 'kernel') {}
-export class WorkerFailedError extends defineError('BB_ERR_WORKER_FAILED', 'kernel') {}
 
 /** All error classes, so docs/errors.md can be checked against the code. */
 export const ALL_ERRORS = {
@@ -51,7 +49,6 @@ export const ALL_ERRORS = {
   NetworkExistsError,
   NetworkConflictError,
   NetworkNotFoundError,
-  NetworkBusyError,
   EndpointExistsError,
   EndpointNotFoundError,
   BridgeFullError,
@@ -60,5 +57,4 @@ export const ALL_ERRORS = {
   OverloadedError,
   ShuttingDownError,
   KernelError,
-  WorkerFailedError,
 } as const;
