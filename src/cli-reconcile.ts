@@ -5,7 +5,6 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Agent, request } from 'undici';
-import { bridgeAddrs, networkSysctls } from './scheduler/driver.js';
 import { Books } from './scheduler/books.js';
 import { formatReport, reconcile, type ReconcileReport } from './scheduler/reconcile.js';
 import { SqliteStateStore } from './state/sqlite-store.js';
@@ -44,8 +43,6 @@ async function reconcileOffline(stateDir: string, tools: ToolPaths, dryRun: bool
         tools,
         ports: null,
         log: null,
-        bridgeAddrs: (n) => bridgeAddrs(n.spec),
-        sysctls: (n) => networkSysctls(n.spec),
       },
       { dryRun },
     );

@@ -11,6 +11,7 @@ import { reconcileDriver } from './scheduler/reconcile.js';
 import { SqliteStateStore } from './state/sqlite-store.js';
 import { PiscinaExecutor } from './workers/pool.js';
 import type { ToolPaths } from './workers/spawn.js';
+import { writeSysctl } from './workers/sysctl.js';
 
 export interface ServeConfig {
   readonly name: string;
@@ -33,19 +34,14 @@ export interface RunningServer {
   stop(): Promise<void>;
 }
 
-async function writeSysctl(path: string, value: string): Promise<void> {
-  const { readFile, writeFile } = await import('node:fs/promises');
-  const full = `/proc/sys/${path}`;
-  if ((await readFile(full, 'utf8')).trim() !== value) await writeFile(full, value);
-}
-
 export async function startServer(cfg: ServeConfig, log: Logger): Promise<RunningServer> {
   const store = new SqliteStateStore(cfg.stateDir);
   const exec = new PiscinaExecutor(cfg.tools, cfg.workers);
   const driver = new Driver(store, exec, { batchMax: cfg.batchMax, windowMs: cfg.batchWindowMs, maxInFlight: cfg.workers, tools: cfg.tools }, log);
 
   // Containers need forwarding in the namespace the plugin runs in (as dockerd --ip-forward).
-  await writeSysctl('net/ipv4/ip_forward', '1');
+  const fwdErr = await writeSysctl({ path: 'net/ipv4/ip_forward', value: '1', optional: false });
+  if (fwdErr !== null) throw new Error(`cannot enable IP forwarding: ${fwdErr}`);
   await syncFirewall(exec, cfg.tools, driver.books);
   log.info({ networks: driver.books.networks.size, endpoints: driver.books.endpoints.size }, 'books loaded, firewall in place');
   // Before the socket listens: finish or undo what a crash interrupted, remove orphans.

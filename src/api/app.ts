@@ -3,7 +3,7 @@
 // answer, and errors rendered in exactly one place.
 import underPressure from '@fastify/under-pressure';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
-import type { Logger } from 'pino';
+import type { LevelWithSilent, Logger } from 'pino';
 import { InvalidRequestError, NotSupportedError, OverloadedError } from '../errors.js';
 import type { Driver } from '../scheduler/driver.js';
 import { reconcileDriver } from '../scheduler/reconcile.js';
@@ -179,7 +179,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
 
   const heavy = SHEDDABLE;
   // Never below the configured level: --log-level silent/error must stay quiet.
-  const routeLogLevel = (deps.logger.levelVal >= 40 ? deps.logger.level : 'warn') as 'warn';
+  const routeLogLevel: LevelWithSilent = deps.logger.levelVal >= 40 ? (deps.logger.level as LevelWithSilent) : 'warn';
   for (const [url, route] of Object.entries(routes)) {
     // Route-level 'warn' keeps fastify's per-request info lines off the hot path; failures are
     // still logged (with the request id) by the error handler.

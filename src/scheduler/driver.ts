@@ -3,7 +3,7 @@
 // work of many requests in one transaction). Only this layer talks to the state store.
 import type { Logger } from 'pino';
 import { Batcher, type BatchEntry, type Work } from '../batching/batcher.js';
-import type { FirewallChange, IpOp, OpResult, SysctlWrite } from '../batching/ops.js';
+import type { FirewallChange, IpOp, OpResult } from '../batching/ops.js';
 import { planNetworkAdd, planNetworkRemove, type FwNetwork } from '../batching/plan-firewall.js';
 import { planEndpointPortsAdd, planEndpointPortsRemove } from '../batching/plan-ports.js';
 import { parseCidr } from '../domain/addr.js';
@@ -26,6 +26,7 @@ import type { KernelExecutor } from '../workers/pool.js';
 import type { ReconcileTarget } from './reconcile.js';
 import type { ToolPaths } from '../workers/spawn.js';
 import { Books } from './books.js';
+import { bridgeAddrs, networkSysctls } from './network-setup.js';
 import { FifoGate } from './gate.js';
 import { Lanes } from './lanes.js';
 import { PortAllocator, parsePortOptions, type PortRequest } from './ports.js';
@@ -482,8 +483,6 @@ export class Driver {
       tools: this.opts.tools,
       ports: this.ports,
       log: this.log,
-      bridgeAddrs: (n) => bridgeAddrs(n.spec),
-      sysctls: (n) => networkSysctls(n.spec),
     };
   }
 
@@ -499,37 +498,6 @@ function protoNumber(p: string): number {
 function conntrackFor(ep: EndpointRecord): Array<{ family: 4 | 6; address: string }> {
   const out: Array<{ family: 4 | 6; address: string }> = [{ family: 4, address: parseCidr(ep.ipv4, 'endpoint address', 4).ip }];
   if (ep.ipv6 !== null) out.push({ family: 6, address: parseCidr(ep.ipv6, 'endpoint address', 6).ip });
-  return out;
-}
-
-export function bridgeAddrs(spec: NetworkSpec): string[] {
-  const out: string[] = [];
-  if (!spec.inhibitIpv4) out.push(`${spec.ipv4.ip}/${spec.ipv4.prefix}`);
-  if (spec.enableIpv6) {
-    out.push('fe80::1/64');
-    if (spec.ipv6 !== null) out.push(`${spec.ipv6.ip}/${spec.ipv6.prefix}`);
-  }
-  return out;
-}
-
-export function networkSysctls(spec: NetworkSpec): SysctlWrite[] {
-  const br = spec.bridge;
-  const out: SysctlWrite[] = [
-    { path: `net/ipv6/conf/${br}/accept_ra`, value: '0', optional: true },
-    // 127.0.0.1:<published port> is DNAT-ed to a container: the kernel must route it.
-    { path: `net/ipv4/conf/${br}/route_localnet`, value: '1', optional: false },
-  ];
-  // ICC off is a FORWARD rule for traffic between two ports of one bridge: bridged frames reach
-  // iptables only with bridge netfilter on (Docker sets it too). Per namespace since Linux 5.3.
-  if (!spec.icc) {
-    out.push({ path: 'net/bridge/bridge-nf-call-iptables', value: '1', optional: true });
-    if (spec.enableIpv6) out.push({ path: 'net/bridge/bridge-nf-call-ip6tables', value: '1', optional: true });
-  }
-  if (spec.enableIpv6) {
-    out.push({ path: `net/ipv6/conf/${br}/disable_ipv6`, value: '0', optional: false });
-    out.push({ path: 'net/ipv6/conf/all/forwarding', value: '1', optional: true });
-    out.push({ path: 'net/ipv6/conf/default/forwarding', value: '1', optional: true });
-  }
   return out;
 }
 

@@ -22,7 +22,6 @@
 //    network namespace owns the bb-* names.
 //  - Rules: our chains are rewritten from the books (syncFirewall) whenever the rules in them,
 //    counted per owner tag (bb:net=… / bb:ep=…), differ from what the books want.
-import { readFile, writeFile } from 'node:fs/promises';
 import type { Logger } from 'pino';
 import type { SysctlWrite } from '../batching/ops.js';
 import { parseIpErrors } from '../batching/plan-ip.js';
@@ -34,9 +33,11 @@ import type { EndpointRecord, Intent, NetworkRecord } from '../state/records.js'
 import type { BookChanges, StateStore } from '../state/store.js';
 import type { KernelExecutor } from '../workers/pool.js';
 import type { ToolPaths } from '../workers/spawn.js';
+import { writeSysctl } from '../workers/sysctl.js';
 import type { Books } from './books.js';
 import type { Driver } from './driver.js';
 import { desiredRules, syncFirewall } from './firewall-sync.js';
+import { bridgeAddrs, networkSysctls } from './network-setup.js';
 import type { PortAllocator } from './ports.js';
 
 /** Link group for reconciliation's veth deletions (the batcher uses 0x62620000..0x62620fff). */
@@ -65,9 +66,6 @@ export interface ReconcileInput {
   readonly endpoints: readonly EndpointRecord[];
   readonly intents: readonly Intent[];
   readonly kernel: KernelSnapshot;
-  /** bridge addresses and sysctls of a network (driver.ts bridgeAddrs / networkSysctls) */
-  readonly bridgeAddrs: (n: NetworkRecord) => readonly string[];
-  readonly sysctls: (n: NetworkRecord) => readonly SysctlWrite[];
 }
 
 // ------------------------------------------------------------------------------------ output
@@ -261,8 +259,8 @@ export function planReconcile(input: ReconcileInput): ReconcilePlan {
       if (!n.createdBridge) putNetworks.set(n.spec.id, rec);
       lines.push(`link add name ${safe(br)} address ${n.spec.bridgeMac}${n.spec.mtu > 0 ? ` mtu ${n.spec.mtu}` : ''} type bridge`);
       recreated.add(br);
-      sysctls.push(...input.sysctls(n));
-      for (const a of input.bridgeAddrs(n)) late.push(`address add ${normAddr(a)} dev ${br}`);
+      sysctls.push(...networkSysctls(n.spec));
+      for (const a of bridgeAddrs(n.spec)) late.push(`address add ${normAddr(a)} dev ${br}`);
       late.push(`link set dev ${br} up`);
       note('bridge-missing', br, `bridge of network ${n.spec.id} is missing: re-created with its addresses${n.createdBridge ? '' : ' (the user-made bridge was gone; it is ours now and goes with the network)'}`);
       continue;
@@ -271,7 +269,7 @@ export function planReconcile(input: ReconcileInput): ReconcilePlan {
       note('bridge-not-a-bridge', br, `interface ${br} of network ${n.spec.id} is a ${link.kind ?? 'plain device'}, not a bridge: cannot fix, remove it by hand`);
       continue;
     }
-    const wanted = n.createdBridge ? input.bridgeAddrs(n) : n.addedAddrs;
+    const wanted = n.createdBridge ? bridgeAddrs(n.spec) : n.addedAddrs;
     for (const a of wanted) {
       const na = normAddr(a);
       if (!link.addrs.includes(na)) {
@@ -426,8 +424,6 @@ export interface ReconcileTarget {
   readonly tools: ToolPaths;
   readonly ports: PortAllocator | null;
   readonly log: Logger | null;
-  readonly bridgeAddrs: (n: NetworkRecord) => readonly string[];
-  readonly sysctls: (n: NetworkRecord) => readonly SysctlWrite[];
 }
 
 export interface ReconcileOptions {
@@ -439,17 +435,6 @@ async function readKernel(t: ReconcileTarget): Promise<KernelSnapshot> {
   const r = await t.exec.exec(t.tools.ip, ['-j', '-d', 'addr', 'show']);
   if (r.exitCode !== 0) throw new KernelError(`cannot list interfaces: ${r.stderr.trim() || r.spawnError || 'ip failed'}`);
   return parseKernelLinks(r.stdout.trim());
-}
-
-async function writeSysctl(s: SysctlWrite): Promise<string | null> {
-  if (!/^[A-Za-z0-9_./-]+$/.test(s.path) || s.path.includes('..')) return `refusing sysctl path ${s.path}`;
-  const full = `/proc/sys/${s.path}`;
-  try {
-    if ((await readFile(full, 'utf8')).trim() !== s.value) await writeFile(full, s.value);
-    return null;
-  } catch (err) {
-    return s.optional ? null : `sysctl ${s.path}: ${err instanceof Error ? err.message : String(err)}`;
-  }
 }
 
 /**
@@ -465,8 +450,6 @@ export async function reconcile(t: ReconcileTarget, opts: ReconcileOptions = {})
     endpoints: [...t.books.endpoints.values()],
     intents,
     kernel,
-    bridgeAddrs: t.bridgeAddrs,
-    sysctls: t.sysctls,
   });
   const findings = [...plan.findings];
   const counts = { networks: t.books.networks.size, endpoints: t.books.endpoints.size, intents: intents.length };

@@ -1,13 +1,13 @@
 // piscina worker entry. Runs in a worker thread: plans scripts and spawns the tools, so the
 // event loop that answers dockerd never builds large scripts or parses large outputs.
 // Results are plain data ({ ok, message }); errors never cross the thread boundary as classes.
-import { readFile, writeFile } from 'node:fs/promises';
 import type { BatchRequest, BatchResponse, OpResult } from '../batching/ops.js';
 import type { IpWork } from '../batching/plan-ip.js';
 import { applyFirewallWork, type FwWork } from './apply-firewall.js';
 import { applyIpWork } from './apply-ip.js';
 import { runTool, type ToolPaths, type ToolResult } from './spawn.js';
 import { flushConntrack } from './conntrack.js';
+import { writeSysctl } from './sysctl.js';
 
 export type WorkerTask =
   | { readonly type: 'batch'; readonly req: BatchRequest; readonly tools: ToolPaths }
@@ -25,20 +25,6 @@ export default async function run(task: WorkerTask): Promise<WorkerReply> {
     case 'crash':
       // Test hook for worker replacement (fault injection): kill this thread outright.
       process.exit(3);
-  }
-}
-
-async function writeSysctl(path: string, value: string, optional: boolean): Promise<string | null> {
-  if (!/^[A-Za-z0-9_./-]+$/.test(path) || path.includes('..')) return `refusing sysctl path ${path}`;
-  const full = `/proc/sys/${path}`;
-  try {
-    const cur = (await readFile(full, 'utf8')).trim();
-    if (cur === value) return null;
-    await writeFile(full, value);
-    return null;
-  } catch (err) {
-    if (optional) return null;
-    return `sysctl ${path}: ${err instanceof Error ? err.message : String(err)}`;
   }
 }
 
@@ -72,7 +58,7 @@ export async function runBatch(req: BatchRequest, tools: ToolPaths): Promise<Bat
   for (const o of req.ops) {
     if (failed.has(o.opId) || !o.sysctls) continue;
     for (const s of o.sysctls) {
-      const err = await writeSysctl(s.path, s.value, s.optional);
+      const err = await writeSysctl(s);
       if (err !== null) {
         failed.set(o.opId, err);
         break;

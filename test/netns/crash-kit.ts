@@ -2,7 +2,7 @@
 // the private network namespace that `unshare --net node --test` gives the runner, so the plugin
 // is started right here as a child process (no nsenter), with its socket in a temp dir.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, openSync, readFileSync, readlinkSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -13,33 +13,8 @@ import { run, runOk, sleep } from '../helpers/proc.js';
 export const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 export const BIN = join(REPO_ROOT, 'bin', 'batchbridge.js');
 
-/**
- * Refuse to run in the root network namespace: these tests create links and rules. We are in a
- * private one when some ancestor process (the shell that ran `unshare --net`) is in another.
- */
-export function assertPrivateNetns(): void {
-  const nsOf = (pid: number | 'self'): string | null => {
-    try {
-      return readlinkSync(`/proc/${pid}/ns/net`);
-    } catch {
-      return null;
-    }
-  };
-  const ppidOf = (pid: number): number => {
-    try {
-      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-      return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-    } catch {
-      return 0;
-    }
-  };
-  const mine = nsOf('self');
-  for (let pid = process.ppid; pid > 1; pid = ppidOf(pid)) {
-    const ns = nsOf(pid);
-    if (ns !== null && mine !== null && ns !== mine) return;
-  }
-  throw new Error('this kernel test must run in a private network namespace: unshare --net node --test dist/test/netns/');
-}
+// One guard for every kernel test file (test/netns/bb-kernel.ts).
+export { assertPrivateNetns } from './bb-kernel.js';
 
 export interface TempDir {
   readonly path: string;

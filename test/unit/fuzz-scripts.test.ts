@@ -15,7 +15,8 @@ import { planEndpointPortsAdd, planEndpointPortsRemove } from '../../src/batchin
 import { resolveEndpointAddresses } from '../../src/domain/endpoint-spec.js';
 import { parseNetworkId, randomVethName } from '../../src/domain/names.js';
 import { parseNetworkSpec, type NetworkSpec } from '../../src/domain/network-spec.js';
-import { bridgeAddrs, toFwNetwork } from '../../src/scheduler/driver.js';
+import { toFwNetwork } from '../../src/scheduler/driver.js';
+import { bridgeAddrs } from '../../src/scheduler/network-setup.js';
 import { parsePortOptions } from '../../src/scheduler/ports.js';
 import type { PortMapping } from '../../src/state/records.js';
 import { checkFirewallChange, checkIpScript, expectedIpLines, fuzzRig, NASTY_CHARS, post } from './fuzz-kit.js';

@@ -3,7 +3,6 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { parseNetworkId } from '../../src/domain/names.js';
 import { parseNetworkSpec } from '../../src/domain/network-spec.js';
-import { bridgeAddrs, networkSysctls } from '../../src/scheduler/driver.js';
 import { planReconcile, type KernelLink, type ReconcileInput } from '../../src/scheduler/reconcile.js';
 import type { EndpointRecord, Intent, NetworkRecord } from '../../src/state/records.js';
 
@@ -24,8 +23,6 @@ function plan(p: Partial<ReconcileInput> & { links: KernelLink[] }) {
     endpoints: p.endpoints ?? [],
     intents: p.intents ?? [],
     kernel: { links: new Map(p.links.map((l) => [l.name, l])) },
-    bridgeAddrs: (n) => bridgeAddrs(n.spec),
-    sysctls: (n) => networkSysctls(n.spec),
   });
 }
 const intent = (batchId: number, items: Intent['items']): Intent => ({ batchId, createdAt: batchId, items });
