@@ -37,7 +37,9 @@ export interface RunningServer {
 export async function startServer(cfg: ServeConfig, log: Logger): Promise<RunningServer> {
   const store = new SqliteStateStore(cfg.stateDir);
   const exec = new PiscinaExecutor(cfg.tools, cfg.workers);
-  const driver = new Driver(store, exec, { batchMax: cfg.batchMax, windowMs: cfg.batchWindowMs, maxInFlight: cfg.workers, tools: cfg.tools }, log);
+  // One veth batch at a time: they all queue on the kernel's rtnl lock anyway, and while one runs
+  // the next fills (measured: 1 in flight 486-500/s, 2 in flight 442-470/s; docs/performance.md).
+  const driver = new Driver(store, exec, { batchMax: cfg.batchMax, windowMs: cfg.batchWindowMs, maxInFlight: 1, tools: cfg.tools }, log);
 
   // Containers need forwarding in the namespace the plugin runs in (as dockerd --ip-forward).
   const fwdErr = await writeSysctl({ path: 'net/ipv4/ip_forward', value: '1', optional: false });

@@ -43,6 +43,15 @@ export interface BatcherOptions {
   readonly batchMax: number;
   readonly windowMs: number;
   readonly maxInFlight: number;
+  /** names the pipeline in diagnostics events */
+  readonly label?: string;
+  /**
+   * Lets a pipeline give way to another one: while it returns false, no batch starts unless the
+   * queue holds a full batch. Whoever makes it true again calls poke().
+   */
+  readonly mayStart?: () => boolean;
+  /** called each time one of this pipeline's batches has finished */
+  readonly onBatchDone?: () => void;
 }
 
 interface Pending {
@@ -54,6 +63,7 @@ export const batchChannel = channel('bb:batch:applied');
 
 export interface BatchEvent {
   readonly batchId: number;
+  readonly label: string;
   readonly size: number;
   readonly failed: number;
   readonly queueMs: number;
@@ -62,11 +72,19 @@ export interface BatchEvent {
 
 const LINK_GROUP_BASE = 0x62620000; // "bb" in the high bytes: never a group someone else uses
 
+/** Batch ids: several batchers share one sequence, so intents (keyed by batch id) never collide. */
+export class BatchIds {
+  constructor(private nextId = 1) {}
+  next(): number {
+    return this.nextId++;
+  }
+}
+
 export class Batcher {
   private queue: Pending[] = [];
   private inFlight = 0;
   private timer: NodeJS.Timeout | null = null;
-  private nextBatchId: number;
+  private readonly ids: BatchIds;
   private nextOpId = 1;
   private idleWaiters: Array<() => void> = [];
 
@@ -74,9 +92,9 @@ export class Batcher {
     private readonly run: BatchRunner,
     private readonly hooks: BatchHooks,
     private readonly opts: BatcherOptions,
-    firstBatchId = 1,
+    ids: number | BatchIds = 1,
   ) {
-    this.nextBatchId = firstBatchId;
+    this.ids = typeof ids === 'number' ? new BatchIds(ids) : ids;
   }
 
   get queued(): number {
@@ -100,8 +118,14 @@ export class Batcher {
     return new Promise((r) => this.idleWaiters.push(r));
   }
 
+  /** Re-evaluate whether a batch may start (see BatcherOptions.mayStart). */
+  poke(): void {
+    this.pump();
+  }
+
   private pump(): void {
     while (this.queue.length > 0 && this.inFlight < this.opts.maxInFlight) {
+      if (this.opts.mayStart !== undefined && this.queue.length < this.opts.batchMax && !this.opts.mayStart()) return;
       if (this.inFlight === 0 || this.queue.length >= this.opts.batchMax) {
         this.dispatch();
         continue;
@@ -123,11 +147,12 @@ export class Batcher {
       this.timer = null;
     }
     const taken = this.queue.splice(0, this.opts.batchMax);
-    const batchId = this.nextBatchId++;
+    const batchId = this.ids.next();
     this.inFlight++;
     void this.execute(batchId, taken).finally(() => {
       this.inFlight--;
       this.pump();
+      this.opts.onBatchDone?.();
       if (this.queue.length === 0 && this.inFlight === 0) {
         const waiters = this.idleWaiters;
         this.idleWaiters = [];
@@ -173,6 +198,7 @@ export class Batcher {
     if (batchChannel.hasSubscribers) {
       const ev: BatchEvent = {
         batchId,
+        label: this.opts.label ?? 'batch',
         size: taken.length,
         failed: results.filter((r) => !r.ok).length,
         queueMs: performance.now() - t0,

@@ -83,6 +83,14 @@ export interface OpWork {
   readonly conntrack?: readonly ConntrackFlush[];
 }
 
+/**
+ * Operations that only change the firewall, in one direction (ProgramExternalConnectivity adds,
+ * RevokeExternalConnectivity removes): they depend on no ip work, so they need not wait for any.
+ */
+export function isFirewallOnly(o: Omit<OpWork, 'opId'>): boolean {
+  return (o.ip?.length ?? 0) === 0 && (o.sysctls?.length ?? 0) === 0 && (o.fwBefore === undefined) !== (o.fwAfter === undefined);
+}
+
 export interface OpResult {
   readonly opId: number;
   readonly ok: boolean;

@@ -2,8 +2,8 @@
 // gate (network operations exclusive), the lanes (per-endpoint order) and the batcher (kernel
 // work of many requests in one transaction). Only this layer talks to the state store.
 import type { Logger } from 'pino';
-import { Batcher, type BatchEntry, type Work } from '../batching/batcher.js';
-import type { FirewallChange, IpOp, OpResult } from '../batching/ops.js';
+import { Batcher, BatchIds, type BatchEntry, type Work } from '../batching/batcher.js';
+import { isFirewallOnly, type BatchRequest, type BatchResponse, type FirewallChange, type IpOp, type OpResult } from '../batching/ops.js';
 import { planNetworkAdd, planNetworkRemove, type FwNetwork } from '../batching/plan-firewall.js';
 import { planEndpointPortsAdd, planEndpointPortsRemove } from '../batching/plan-ports.js';
 import { parseCidr } from '../domain/addr.js';
@@ -34,6 +34,7 @@ import { PortAllocator, parsePortOptions, type PortRequest } from './ports.js';
 export interface DriverOptions {
   readonly batchMax: number;
   readonly windowMs: number;
+  /** veth batches running at once (firewall and write-behind deletion pipelines run one each) */
   readonly maxInFlight: number;
   readonly tools: ToolPaths;
 }
@@ -82,9 +83,23 @@ export class Driver {
   readonly books = new Books();
   readonly gate = new FifoGate();
   readonly lanes = new Lanes();
+  /** veth, bridge and mixed work */
   readonly batcher: Batcher;
+  /**
+   * Program/Revoke (firewall-only work) in their own pipeline: they need no ip work, so they must
+   * not wait for a veth batch's RCU grace periods (see docs/performance.md, "Two pipelines").
+   */
+  readonly fwBatcher: Batcher;
+  /**
+   * Write-behind veth deletions (deleteBehind): nobody waits for them, so they run in their own
+   * pipeline and never hold up the veth creations a container start does wait for.
+   */
+  readonly deleteBatcher: Batcher;
   readonly ports: PortAllocator;
   private readonly pendingEndpoints = new Set<string>();
+  /** write-behind veth deletions not yet done (deleteBehind), and how many per network */
+  private readonly deferred = new Set<Promise<void>>();
+  private readonly deferredCount = new Map<string, number>();
   private closing = false;
   /** ids of intents the driver writes itself (network creation): negative, never a batch id */
   private nextOwnIntentId: number;
@@ -101,17 +116,36 @@ export class Driver {
     const intents = store.loadIntents();
     const firstBatch = Math.max(0, ...intents.map((i) => i.batchId)) + 1;
     this.nextOwnIntentId = Math.min(0, ...intents.map((i) => i.batchId)) - 1;
-    this.batcher = new Batcher(
-      (req) => this.exec.runBatch(req),
-      {
-        beforeRun: (batchId, items) => this.store.writeIntent({ batchId, createdAt: Date.now(), items }),
-        afterRun: (batchId, hadIntent, changes) => {
-          if (changes.length === 0 && !hadIntent) return;
-          this.store.commit(mergeChanges(changes, hadIntent ? batchId : null));
-        },
+    const ids = new BatchIds(firstBatch);
+    const hooks = {
+      beforeRun: (batchId: number, items: IntentItem[]) => this.store.writeIntent({ batchId, createdAt: Date.now(), items }),
+      afterRun: (batchId: number, hadIntent: boolean, changes: BookChanges[]) => {
+        if (changes.length === 0 && !hadIntent) return;
+        this.store.commit(mergeChanges(changes, hadIntent ? batchId : null));
       },
-      { batchMax: opts.batchMax, windowMs: opts.windowMs, maxInFlight: opts.maxInFlight },
-      firstBatch,
+    };
+    const run = (req: BatchRequest): Promise<BatchResponse> => this.exec.runBatch(req);
+    this.batcher = new Batcher(
+      run,
+      hooks,
+      { batchMax: opts.batchMax, windowMs: opts.windowMs, maxInFlight: opts.maxInFlight, label: 'veth', onBatchDone: () => this.deleteBatcher.poke() },
+      ids,
+    );
+    // One firewall transaction at a time: two concurrent nft commits make one of them retry.
+    this.fwBatcher = new Batcher(run, hooks, { batchMax: opts.batchMax, windowMs: opts.windowMs, maxInFlight: 1, label: 'firewall' }, ids);
+    // Deletions give way to creations, which a container start is waiting for; both need the
+    // kernel's rtnl lock, so running them side by side only slows the creations down.
+    this.deleteBatcher = new Batcher(
+      run,
+      hooks,
+      {
+        batchMax: opts.batchMax,
+        windowMs: opts.windowMs,
+        maxInFlight: 1,
+        label: 'delete-behind',
+        mayStart: () => this.batcher.queued + this.batcher.running === 0,
+      },
+      ids,
     );
   }
 
@@ -120,11 +154,12 @@ export class Driver {
     this.closing = true;
     const release = await this.gate.acquireExclusive();
     release();
-    await this.batcher.drained();
+    await this.settleDeferred();
+    await Promise.all([this.batcher.drained(), this.fwBatcher.drained(), this.deleteBatcher.drained()]);
   }
 
   get queueDepth(): number {
-    return this.batcher.queued + this.batcher.running;
+    return [this.batcher, this.fwBatcher, this.deleteBatcher].reduce((n, b) => n + b.queued + b.running, 0);
   }
 
   private checkOpen(): void {
@@ -133,7 +168,7 @@ export class Driver {
 
   private submit(work: Work, intent: IntentItem | null, settle: (r: OpResult) => BookChanges | null): Promise<OpResult> {
     const entry: BatchEntry = { work, intent, settle };
-    return this.batcher.submit(entry);
+    return (isFirewallOnly(work) ? this.fwBatcher : this.batcher).submit(entry);
   }
 
   // ---------------------------------------------------------------- networks
@@ -216,6 +251,8 @@ export class Driver {
     this.checkOpen();
     const release = await this.gate.acquireExclusive();
     try {
+      // The bridge goes after its veths: write-behind deletions first (none run under the gate).
+      await this.settleDeferred();
       const net = this.books.networks.get(id);
       // dockerd only logs DeleteNetwork errors; deleting what is gone is success.
       if (net === undefined) return;
@@ -278,7 +315,7 @@ export class Driver {
       }
       const addrs = resolveEndpointAddresses(net.spec, req.Interface, req.Options['com.docker.network.endpoint.macaddress']);
       const exposedAndPorts = parsePortOptions(req.Options);
-      if (this.books.endpointCount(net.spec.id) >= BRIDGE_MAX_PORTS) {
+      if (this.books.endpointCount(net.spec.id) + (this.deferredCount.get(net.spec.id) ?? 0) >= BRIDGE_MAX_PORTS) {
         throw new BridgeFullError(`bridge ${net.spec.bridge} already has ${BRIDGE_MAX_PORTS} ports, the kernel's limit`);
       }
       this.pendingEndpoints.add(req.EndpointID);
@@ -343,6 +380,10 @@ export class Driver {
       const ep = this.books.endpoints.get(endpointId);
       // dockerd only logs DeleteEndpoint errors and often deletes the container's end first.
       if (ep === undefined) return;
+      if (ep.mappings.length === 0 && this.vethWorkPending()) {
+        this.deleteBehind(ep);
+        return;
+      }
       const net = this.books.networks.get(ep.networkId);
       const fwBefore = net !== undefined && ep.mappings.length > 0 ? planEndpointPortsRemove(ep.id, net.spec, ep.mappings) : undefined;
       const work: Work = fwBefore === undefined ? { ip: [{ kind: 'veth-delete', host: ep.host }] } : { fwBefore, ip: [{ kind: 'veth-delete', host: ep.host }], conntrack: conntrackFor(ep) };
@@ -354,6 +395,60 @@ export class Driver {
       });
       if (!r.ok) throw new KernelError(`failed to delete endpoint ${endpointId}: ${r.message ?? 'unknown error'}`);
     });
+  }
+
+  /**
+   * Write-behind deletion, used only while veth work is already queued or running (churn): the
+   * endpoint is unbooked and its deletion made durable (an intent) before we answer, and the veth
+   * goes in the next batch's link-group delete without the caller waiting for it. A deletion
+   * waits for an RCU grace period (~25 ms) whatever the group's size; answering after it would
+   * put that wait into every container's teardown and keep batches small (docs/performance.md,
+   * "Write-behind deletion"). An idle plugin deletes synchronously, like the built-in driver.
+   *
+   * What still holds: the veth's names stay reserved until it is gone; the bridge's port count
+   * includes it; DeleteNetwork, reconciliation and shutdown wait for it (settleDeferred); a crash
+   * before the kernel work leaves the intent, and reconciliation deletes the veth; a failed
+   * deletion keeps the intent too (logged), so the next reconciliation retries it.
+   */
+  private deleteBehind(ep: EndpointRecord): void {
+    const intentId = this.nextOwnIntentId--;
+    this.store.writeIntent({ batchId: intentId, createdAt: Date.now(), items: [{ kind: 'endpoint-delete', endpointId: ep.id, host: ep.host }] });
+    this.store.commit({ deleteEndpoints: [ep.id] });
+    this.books.deleteEndpoint(ep.id);
+    this.ports.release(ep.id);
+    this.books.reserveName(ep.host);
+    this.books.reserveName(ep.peer);
+    this.deferredCount.set(ep.networkId, (this.deferredCount.get(ep.networkId) ?? 0) + 1);
+    const entry: BatchEntry = {
+      work: { ip: [{ kind: 'veth-delete', host: ep.host }] },
+      intent: null,
+      settle: (res) => {
+        this.books.releaseName(ep.host);
+        this.books.releaseName(ep.peer);
+        return res.ok ? { clearIntents: [intentId] } : null;
+      },
+    };
+    const done: Promise<void> = this.deleteBatcher
+      .submit(entry)
+      .then((r) => {
+        if (!r.ok) this.log.warn({ endpointId: ep.id, host: ep.host, err: r.message }, 'write-behind veth deletion failed; reconciliation will retry');
+      })
+      .finally(() => {
+        this.deferred.delete(done);
+        const n = (this.deferredCount.get(ep.networkId) ?? 1) - 1;
+        if (n > 0) this.deferredCount.set(ep.networkId, n);
+        else this.deferredCount.delete(ep.networkId);
+      });
+    this.deferred.add(done);
+  }
+
+  private vethWorkPending(): boolean {
+    return this.batcher.queued + this.batcher.running + this.deleteBatcher.queued + this.deleteBatcher.running > 0;
+  }
+
+  /** Resolves once every write-behind deletion accepted so far has been done by the kernel. */
+  async settleDeferred(): Promise<void> {
+    while (this.deferred.size > 0) await Promise.all([...this.deferred]);
   }
 
   join(networkId: NetworkId, endpointId: EndpointId): Promise<JoinResponse> {

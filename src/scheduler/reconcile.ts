@@ -537,6 +537,8 @@ export function formatReport(r: ReconcileReport): string {
 export async function reconcileDriver(driver: Driver, opts: ReconcileOptions = {}): Promise<ReconcileReport> {
   const release = await driver.gate.acquireExclusive();
   try {
+    // A write-behind deletion in flight would look like an unfinished intent and an orphan veth.
+    await driver.settleDeferred();
     return await reconcile(driver.reconcileTarget(), opts);
   } finally {
     release();

@@ -1,7 +1,7 @@
 // piscina worker entry. Runs in a worker thread: plans scripts and spawns the tools, so the
 // event loop that answers dockerd never builds large scripts or parses large outputs.
 // Results are plain data ({ ok, message }); errors never cross the thread boundary as classes.
-import type { BatchRequest, BatchResponse, OpResult, OpWork } from '../batching/ops.js';
+import { isFirewallOnly, type BatchRequest, type BatchResponse, type OpResult, type OpWork } from '../batching/ops.js';
 import type { IpWork } from '../batching/plan-ip.js';
 import { applyFirewallWork, type FwWork } from './apply-firewall.js';
 import { applyIpWork } from './apply-ip.js';
@@ -51,14 +51,6 @@ async function flushFor(ops: readonly OpWork[], tools: ToolPaths, failed: Readon
 }
 
 /**
- * Operations that only change the firewall, in one direction (ProgramExternalConnectivity adds,
- * RevokeExternalConnectivity removes): they depend on nothing else in the batch.
- */
-function firewallOnly(o: OpWork): boolean {
-  return (o.ip?.length ?? 0) === 0 && (o.sysctls?.length ?? 0) === 0 && (o.fwBefore === undefined) !== (o.fwAfter === undefined);
-}
-
-/**
  * Two tracks run side by side. Most of a batch's time is the kernel waiting, not working: a
  * transaction that deletes nft rules and a veth deletion each wait for an RCU grace period
  * (measured here: ~17 ms and ~20 ms, whatever their size). Run one after the other they add up;
@@ -72,8 +64,8 @@ function firewallOnly(o: OpWork): boolean {
 export async function runBatch(req: BatchRequest, tools: ToolPaths): Promise<BatchResponse> {
   const t0 = performance.now();
   const out: Outcome = { failed: new Map(), ipSpawns: 0, fwSpawns: 0, ipMs: 0, fwMs: 0 };
-  const track1 = req.ops.filter(firewallOnly);
-  const track2 = req.ops.filter((o) => !firewallOnly(o));
+  const track1 = req.ops.filter(isFirewallOnly);
+  const track2 = req.ops.filter((o) => !isFirewallOnly(o));
 
   const one = async (): Promise<void> => {
     await applyFw(
