@@ -25,7 +25,9 @@ serve options:
   --socket-dir DIR       where the plugin socket goes (default: /run/docker/plugins)
   --batch-max N          most operations in one kernel batch (default: 256; 1 = one at a time)
   --batch-window-ms MS   how long a batch may wait to fill while another one runs (default: 2)
-  --workers N            worker threads, and batches running at once (default: 2)
+  --workers N            worker threads running kernel batches (default: 2)
+  --write-behind-deletes answer DeleteEndpoint under churn once the deletion is durable, before the
+                         kernel has removed the veth (faster; see docs/performance.md)
   --max-queue N          operations queued before new work is refused as overloaded (default: 4096)
   --log-level L          fatal, error, warn, info, debug, trace or silent (default: info)
   --reconcile-interval-ms MS
@@ -96,6 +98,7 @@ async function serve(args: string[]): Promise<number> {
       'batch-max': { type: 'string' },
       'batch-window-ms': { type: 'string' },
       workers: { type: 'string' },
+      'write-behind-deletes': { type: 'boolean' },
       'max-queue': { type: 'string' },
       'log-level': { type: 'string' },
       'firewall-check-ms': { type: 'string' },
@@ -117,6 +120,7 @@ async function serve(args: string[]): Promise<number> {
     batchMax: intFlag(values['batch-max'], 'batch-max', 256, 1, 4096),
     batchWindowMs: intFlag(values['batch-window-ms'], 'batch-window-ms', 2, 0, 1000),
     workers: intFlag(values.workers, 'workers', 2, 1, 16),
+    writeBehindDeletes: values['write-behind-deletes'] === true,
     maxQueue: intFlag(values['max-queue'], 'max-queue', 4096, 1, 1_000_000),
     firewallCheckMs: intFlag(values['firewall-check-ms'], 'firewall-check-ms', 2000, 100, 3_600_000),
     reconcileMs: intFlag(values['reconcile-interval-ms'], 'reconcile-interval-ms', 60_000, 0, 86_400_000),

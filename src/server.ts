@@ -20,6 +20,8 @@ export interface ServeConfig {
   readonly batchMax: number;
   readonly batchWindowMs: number;
   readonly workers: number;
+  /** see Driver.deleteBehind (default false) */
+  readonly writeBehindDeletes?: boolean;
   readonly maxQueue: number;
   readonly firewallCheckMs: number;
   /** reconciliation period (kernel vs books); 0 disables the timer (default 60 s) */
@@ -39,7 +41,7 @@ export async function startServer(cfg: ServeConfig, log: Logger): Promise<Runnin
   const exec = new PiscinaExecutor(cfg.tools, cfg.workers);
   // One veth batch at a time: they all queue on the kernel's rtnl lock anyway, and while one runs
   // the next fills (measured: 1 in flight 486-500/s, 2 in flight 442-470/s; docs/performance.md).
-  const driver = new Driver(store, exec, { batchMax: cfg.batchMax, windowMs: cfg.batchWindowMs, maxInFlight: 1, tools: cfg.tools }, log);
+  const driver = new Driver(store, exec, { batchMax: cfg.batchMax, windowMs: cfg.batchWindowMs, maxInFlight: 1, writeBehindDeletes: cfg.writeBehindDeletes === true, tools: cfg.tools }, log);
 
   // Containers need forwarding in the namespace the plugin runs in (as dockerd --ip-forward).
   const fwdErr = await writeSysctl({ path: 'net/ipv4/ip_forward', value: '1', optional: false });

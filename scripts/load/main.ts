@@ -17,7 +17,7 @@ Usage: node dist/scripts/load/main.js (--spawn | --socket PATH --pid PID) [optio
 Plugin:
   --spawn                start the plugin in a throwaway network namespace (ip netns add +
                          nsenter --net), socket and books in a temp folder; all removed at the end
-  --batch-max N, --batch-window-ms MS, --workers N, --max-queue N
+  --batch-max N, --batch-window-ms MS, --workers N, --max-queue N, --write-behind-deletes
                          passed to the spawned plugin
   --plugin-node-arg ARG  extra node flag for the spawned plugin (repeatable), e.g.
                          --plugin-node-arg=--cpu-prof --plugin-node-arg=--cpu-prof-dir=/tmp/prof
@@ -118,6 +118,7 @@ export async function main(argv: string[]): Promise<number> {
         'batch-max': { type: 'string' },
         'batch-window-ms': { type: 'string' },
         workers: { type: 'string' },
+        'write-behind-deletes': { type: 'boolean' },
         'max-queue': { type: 'string' },
         'plugin-node-arg': { type: 'string', multiple: true },
         'plugin-log-level': { type: 'string' },
@@ -187,12 +188,13 @@ export async function main(argv: string[]): Promise<number> {
         ...(bw !== null ? { batchWindowMs: bw } : {}),
         ...(wk !== null ? { workers: wk } : {}),
         ...(mq !== null ? { maxQueue: mq } : {}),
+        ...(values['write-behind-deletes'] === true ? { writeBehindDeletes: true } : {}),
         nodeArgs: values['plugin-node-arg'] ?? [],
         logLevel: values['plugin-log-level'] ?? 'warn',
       });
       ({ socketPath, pid, nsPath } = plugin);
     } else {
-      for (const k of ['batch-max', 'batch-window-ms', 'workers', 'max-queue', 'plugin-node-arg'] as const) {
+      for (const k of ['batch-max', 'batch-window-ms', 'workers', 'max-queue', 'plugin-node-arg', 'write-behind-deletes'] as const) {
         if (values[k] !== undefined) throw new UsageError(`--${k} only applies with --spawn`);
       }
       if (values.pid === undefined) throw new UsageError('--socket needs --pid PID of the plugin (RSS, and its namespace for the kernel checks)');

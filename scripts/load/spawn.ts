@@ -13,6 +13,7 @@ export interface SpawnOptions {
   readonly batchWindowMs?: number;
   readonly workers?: number;
   readonly maxQueue?: number;
+  readonly writeBehindDeletes?: boolean;
   /** extra node flags for the plugin process, e.g. ["--cpu-prof", "--cpu-prof-dir=/tmp/prof"] */
   readonly nodeArgs?: readonly string[];
   readonly logLevel?: string;
@@ -112,6 +113,7 @@ export async function spawnPlugin(opts: SpawnOptions = {}): Promise<PluginHandle
   if (opts.batchWindowMs !== undefined) args.push('--batch-window-ms', String(opts.batchWindowMs));
   if (opts.workers !== undefined) args.push('--workers', String(opts.workers));
   if (opts.maxQueue !== undefined) args.push('--max-queue', String(opts.maxQueue));
+  if (opts.writeBehindDeletes === true) args.push('--write-behind-deletes');
   const fd = openSync(logFile, 'a');
   // nsenter (without --fork) execs node in place: the pid we get is the plugin's.
   const child = spawn('nsenter', args, { stdio: ['ignore', fd, fd], detached: false });

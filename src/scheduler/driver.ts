@@ -34,8 +34,10 @@ import { PortAllocator, parsePortOptions, type PortRequest } from './ports.js';
 export interface DriverOptions {
   readonly batchMax: number;
   readonly windowMs: number;
-  /** veth batches running at once (firewall and write-behind deletion pipelines run one each) */
+  /** veth batches running at once (the firewall and deletion pipelines run one each) */
   readonly maxInFlight: number;
+  /** answer DeleteEndpoint before the kernel has deleted the veth, under load (deleteBehind) */
+  readonly writeBehindDeletes?: boolean;
   readonly tools: ToolPaths;
 }
 
@@ -91,8 +93,10 @@ export class Driver {
    */
   readonly fwBatcher: Batcher;
   /**
-   * Write-behind veth deletions (deleteBehind): nobody waits for them, so they run in their own
-   * pipeline and never hold up the veth creations a container start does wait for.
+   * Endpoint deletions in their own pipeline, which gives way to veth creations: a container
+   * start waits for its creation, and a group delete holds the kernel's rtnl lock for most of
+   * its run (a creation started during a 136-veth group delete took 88 ms instead of 28 ms), so
+   * deletions wait until no creation is queued and then go in one large group.
    */
   readonly deleteBatcher: Batcher;
   readonly ports: PortAllocator;
@@ -133,8 +137,6 @@ export class Driver {
     );
     // One firewall transaction at a time: two concurrent nft commits make one of them retry.
     this.fwBatcher = new Batcher(run, hooks, { batchMax: opts.batchMax, windowMs: opts.windowMs, maxInFlight: 1, label: 'firewall' }, ids);
-    // Deletions give way to creations, which a container start is waiting for; both need the
-    // kernel's rtnl lock, so running them side by side only slows the creations down.
     this.deleteBatcher = new Batcher(
       run,
       hooks,
@@ -380,37 +382,42 @@ export class Driver {
       const ep = this.books.endpoints.get(endpointId);
       // dockerd only logs DeleteEndpoint errors and often deletes the container's end first.
       if (ep === undefined) return;
-      if (ep.mappings.length === 0 && this.vethWorkPending()) {
+      if (this.opts.writeBehindDeletes === true && ep.mappings.length === 0 && this.vethWorkPending()) {
         this.deleteBehind(ep);
         return;
       }
       const net = this.books.networks.get(ep.networkId);
       const fwBefore = net !== undefined && ep.mappings.length > 0 ? planEndpointPortsRemove(ep.id, net.spec, ep.mappings) : undefined;
       const work: Work = fwBefore === undefined ? { ip: [{ kind: 'veth-delete', host: ep.host }] } : { fwBefore, ip: [{ kind: 'veth-delete', host: ep.host }], conntrack: conntrackFor(ep) };
-      const r = await this.submit(work, { kind: 'endpoint-delete', endpointId, host: ep.host }, (res) => {
-        if (!res.ok) return null;
-        this.ports.release(ep.id);
-        this.books.deleteEndpoint(ep.id);
-        return { deleteEndpoints: [ep.id] };
+      const r = await this.deleteBatcher.submit({
+        work,
+        intent: { kind: 'endpoint-delete', endpointId, host: ep.host },
+        settle: (res) => {
+          if (!res.ok) return null;
+          this.ports.release(ep.id);
+          this.books.deleteEndpoint(ep.id);
+          return { deleteEndpoints: [ep.id] };
+        },
       });
       if (!r.ok) throw new KernelError(`failed to delete endpoint ${endpointId}: ${r.message ?? 'unknown error'}`);
     });
   }
 
   /**
-   * Write-behind deletion, used only while veth work is already queued or running (churn): the
-   * endpoint is unbooked and its deletion made durable (an intent) before we answer, and the veth
-   * goes in the next batch's link-group delete without the caller waiting for it. A deletion
-   * waits for an RCU grace period (~25 ms) whatever the group's size; answering after it would
-   * put that wait into every container's teardown and keep batches small (docs/performance.md,
-   * "Write-behind deletion"). An idle plugin deletes synchronously, like the built-in driver.
+   * Write-behind deletion (`--write-behind-deletes`, off by default), used only while veth work
+   * is already queued or running: the endpoint is unbooked and its deletion made durable (an
+   * intent) before we answer, and the veth goes in a later group delete without the caller
+   * waiting for it. Under churn that takes a group delete (~25 ms of RCU waits plus ~0.5 ms per
+   * veth, all under rtnl) out of every container's teardown (docs/performance.md). The price: for
+   * a few tens of ms after DeleteEndpoint answers, the veth is still listed by `ip link`, which
+   * the built-in driver never shows — hence opt-in. An idle plugin always deletes synchronously.
    *
    * What still holds: the veth's names stay reserved until it is gone; the bridge's port count
    * includes it; DeleteNetwork, reconciliation and shutdown wait for it (settleDeferred); a crash
    * before the kernel work leaves the intent, and reconciliation deletes the veth; a failed
    * deletion keeps the intent too (logged), so the next reconciliation retries it.
    */
-  private deleteBehind(ep: EndpointRecord): void {
+  private deleteBehind(ep: EndpointRecord): Promise<void> {
     const intentId = this.nextOwnIntentId--;
     this.store.writeIntent({ batchId: intentId, createdAt: Date.now(), items: [{ kind: 'endpoint-delete', endpointId: ep.id, host: ep.host }] });
     this.store.commit({ deleteEndpoints: [ep.id] });
@@ -428,25 +435,31 @@ export class Driver {
         return res.ok ? { clearIntents: [intentId] } : null;
       },
     };
-    const done: Promise<void> = this.deleteBatcher
-      .submit(entry)
-      .then((r) => {
-        if (!r.ok) this.log.warn({ endpointId: ep.id, host: ep.host, err: r.message }, 'write-behind veth deletion failed; reconciliation will retry');
-      })
-      .finally(() => {
-        this.deferred.delete(done);
-        const n = (this.deferredCount.get(ep.networkId) ?? 1) - 1;
-        if (n > 0) this.deferredCount.set(ep.networkId, n);
-        else this.deferredCount.delete(ep.networkId);
-      });
+    return this.track(
+      this.deleteBatcher
+        .submit(entry)
+        .then((r) => {
+          if (!r.ok) this.log.warn({ endpointId: ep.id, host: ep.host, err: r.message }, 'write-behind veth deletion failed; reconciliation will retry');
+        })
+        .finally(() => {
+          const n = (this.deferredCount.get(ep.networkId) ?? 1) - 1;
+          if (n > 0) this.deferredCount.set(ep.networkId, n);
+          else this.deferredCount.delete(ep.networkId);
+        }),
+    );
+  }
+
+  private track(p: Promise<void>): Promise<void> {
+    const done: Promise<void> = p.catch(() => undefined).finally(() => this.deferred.delete(done));
     this.deferred.add(done);
+    return done;
   }
 
   private vethWorkPending(): boolean {
     return this.batcher.queued + this.batcher.running + this.deleteBatcher.queued + this.deleteBatcher.running > 0;
   }
 
-  /** Resolves once every write-behind deletion accepted so far has been done by the kernel. */
+  /** Resolves once all write-behind work accepted so far has been done by the kernel. */
   async settleDeferred(): Promise<void> {
     while (this.deferred.size > 0) await Promise.all([...this.deferred]);
   }

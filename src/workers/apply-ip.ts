@@ -1,7 +1,58 @@
 // Runs one planned ip script and turns its stderr into per-operation failures.
 import { attributeIpFailures, parseIpErrors, planIpBatch, type IpWork } from '../batching/plan-ip.js';
 import type { IpOp } from '../batching/ops.js';
+import { IpSession } from './ip-session.js';
 import { runTool, type ToolPaths } from './spawn.js';
+
+/** This thread's ip session (one per ip binary; tests point tools at wrappers). */
+const sessions = new Map<string, IpSession>();
+
+function sessionFor(ip: string): IpSession {
+  let s = sessions.get(ip);
+  if (s === undefined) sessions.set(ip, (s = new IpSession(ip)));
+  return s;
+}
+
+/** Names a batch of veth work mentions; null if it touches anything else (a bridge). */
+function vethNames(works: readonly IpWork[]): string[] | null {
+  const names: string[] = [];
+  for (const w of works) {
+    for (const op of w.ops) {
+      if (op.kind === 'veth-create') names.push(op.host, op.peer);
+      else if (op.kind === 'veth-delete') names.push(op.host);
+      else return null;
+    }
+  }
+  return names;
+}
+
+interface ScriptRun {
+  readonly failures: ReturnType<typeof parseIpErrors>['failures'];
+  readonly unattributed: string;
+  /** ip stopped before the end of the script (or never started) */
+  readonly stoppedEarly: boolean;
+  readonly spawnError: string | null;
+}
+
+/** Runs a planned script: in the thread's ip session when it only touches veths, else alone. */
+async function runScript(works: readonly IpWork[], text: string, lines: number, tools: ToolPaths): Promise<ScriptRun> {
+  const session = process.env.BB_IP_SESSION === '0' ? null : sessionFor(tools.ip);
+  const names = vethNames(works);
+  if (session !== null && names !== null && session.accepts(names, lines)) {
+    const r = await session.run(text, lines, names);
+    return { failures: r.failures, unattributed: r.unattributed, stoppedEarly: r.died || r.unattributed !== '', spawnError: null };
+  }
+  // A bridge changes: the session's cached interface indexes may go stale (see ip-session.ts).
+  if (names === null) session?.end();
+  const r = await runTool(tools.ip, ['-force', '-batch', '-'], text);
+  const parsed = parseIpErrors(r.stderr);
+  return {
+    failures: parsed.failures,
+    unattributed: parsed.unattributed,
+    stoppedEarly: parsed.unattributed !== '' || (r.exitCode !== 0 && parsed.failures.length === 0),
+    spawnError: r.spawnError,
+  };
+}
 
 export interface IpApplyOutcome {
   readonly failed: Map<number, string>;
@@ -14,18 +65,17 @@ export async function applyIpWork(works: readonly IpWork[], linkGroup: number, t
   const plan = planIpBatch(works, linkGroup);
   if (plan.text === '') return { failed, spawns: 0 };
   let spawns = 1;
-  const r = await runTool(tools.ip, ['-force', '-batch', '-'], plan.text);
+  const r = await runScript(works, plan.text, plan.owners.length, tools);
   if (r.spawnError !== null) {
     for (const w of works) failed.set(w.opId, `ip: ${r.spawnError}`);
     return { failed, spawns };
   }
-  const parsed = parseIpErrors(r.stderr);
-  const verdict = attributeIpFailures(plan, parsed.failures);
+  const verdict = attributeIpFailures(plan, r.failures);
   for (const [opId, msg] of verdict.failedOps) failed.set(opId, msg);
 
-  if (parsed.unattributed !== '' || (r.exitCode !== 0 && parsed.failures.length === 0)) {
+  if (r.stoppedEarly) {
     // ip stopped early (a syntax-level error). Which lines ran is unknown: ask the kernel.
-    spawns += await verifyAgainstKernel(works, failed, tools, parsed.unattributed || `ip exited ${r.exitCode}`);
+    spawns += await verifyAgainstKernel(works, failed, tools, r.unattributed || 'ip stopped early');
   } else if (verdict.groupDeleteFailed) {
     // The shared group delete failed: fall back to deleting each veth on its own.
     const members = works.filter((w) => plan.groupMembers.includes(w.opId) && !failed.has(w.opId));

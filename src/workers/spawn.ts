@@ -8,6 +8,7 @@
 // does the fork+exec for it and sends the result back over IPC. BB_DIRECT_SPAWN=1 starts tools
 // directly instead; so does any thread whose launcher cannot be started.
 import { fork, type ChildProcess } from 'node:child_process';
+import type { Socket } from 'node:net';
 import { execa } from 'execa';
 
 export interface ToolPaths {
@@ -138,4 +139,69 @@ export function runTool(file: string, args: readonly string[], input?: string, t
       done({ exitCode: -1, stdout: '', stderr: '', spawnError: `tool launcher: ${(err as Error).message}` });
     }
   });
+}
+
+/** A long-lived tool reading commands on stdin (see ip-session.ts). stdout is discarded. */
+export interface StreamingTool {
+  write(text: string): void;
+  /** keep the thread alive while an answer is awaited (an idle session never does) */
+  hold(on: boolean): void;
+  kill(): void;
+}
+
+export interface StreamingHandlers {
+  stderr(chunk: string): void;
+  exit(code: number | null): void;
+}
+
+/**
+ * Starts `file args…` with a stdin pipe and its stderr delivered chunk by chunk. Started from the
+ * thread itself, not the launcher (the launcher only runs tools to completion): one fork per
+ * session, not per batch. The child dies with its stdin: when we kill it, or when the plugin dies.
+ */
+export function startStreamingTool(file: string, args: readonly string[], on: StreamingHandlers): StreamingTool {
+  const child = execa(file, args, {
+    stdin: 'pipe',
+    stdout: 'ignore',
+    stderr: 'pipe',
+    buffer: false,
+    reject: false,
+    shell: false,
+    env: { LC_ALL: 'C' },
+    extendEnv: true,
+  });
+  let exited = false;
+  child.stderr?.setEncoding('utf8');
+  child.stderr?.on('data', (c: string) => on.stderr(c));
+  // A write after the child died fails with EPIPE on the stream: reported through exit instead.
+  child.stdin?.on('error', () => undefined);
+  // An idle session must not keep a finished thread or process alive.
+  child.unref();
+  (child.stdin as Socket | null)?.unref?.();
+  (child.stderr as Socket | null)?.unref?.();
+  void child.then(
+    (r) => {
+      exited = true;
+      on.exit(r.exitCode ?? null);
+    },
+    () => {
+      exited = true;
+      on.exit(null);
+    },
+  );
+  return {
+    write(text: string): void {
+      if (!exited) child.stdin?.write(text);
+    },
+    hold(on: boolean): void {
+      const err = child.stderr as Socket | null;
+      if (on) err?.ref?.();
+      else err?.unref?.();
+    },
+    kill(): void {
+      if (exited) return;
+      child.stdin?.end();
+      child.kill();
+    },
+  };
 }

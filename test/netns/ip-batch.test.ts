@@ -1,10 +1,14 @@
 // applyIpWork (src/workers/apply-ip.ts) and runBatch (src/workers/batch-worker.ts) against the real
 // kernel with the real `ip`, in the runner's private network namespace.
 import assert from 'node:assert/strict';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { before, describe, test, type TestContext } from 'node:test';
 import type { BatchRequest, IpOp, OpWork } from '../../src/batching/ops.js';
 import { planIpBatch, type IpWork } from '../../src/batching/plan-ip.js';
 import { applyIpWork } from '../../src/workers/apply-ip.js';
+import { ipSessionStats } from '../../src/workers/ip-session.js';
 import { runBatch } from '../../src/workers/batch-worker.js';
 import { DEFAULT_TOOLS } from '../../src/workers/spawn.js';
 import { runOk } from '../helpers/proc.js';
@@ -232,5 +236,79 @@ describe('runBatch on the kernel', () => {
     const names = await linkNames();
     for (let i = 0; i < 10; i++) assert.ok(!names.includes(vethPair(i).host));
     assert.ok(!names.includes(taken.host));
+  });
+});
+
+describe('the long-lived ip session (src/workers/ip-session.ts)', () => {
+  test('veth batches share one ip process; a bridge batch ends it, so a bridge made again under the same name gets the next veths', async (t) => {
+    const br = await bridge(t);
+    const startsBefore = ipSessionStats.starts;
+    const batchesBefore = ipSessionStats.batches;
+    for (let b = 0; b < 5; b++) {
+      const p = vethPair(100 + b);
+      const r = await applyIpWork([{ opId: 1, ops: [{ kind: 'veth-create', host: p.host, peer: p.peer, bridge: br, mtu: 0 }] }], GROUP, DEFAULT_TOOLS);
+      assert.deepEqual([...r.failed], []);
+    }
+    assert.equal(ipSessionStats.batches - batchesBefore, 5);
+    assert.equal(ipSessionStats.starts - startsBefore, 1, 'five batches, one ip process');
+    // The session has looked up `br` (as a master). Delete the bridge and make it again: a session
+    // that kept running would use the old ifindex ("Invalid argument").
+    const del = await applyIpWork([{ opId: 1, ops: [{ kind: 'bridge-delete', bridge: br }] }], GROUP, DEFAULT_TOOLS);
+    assert.deepEqual([...del.failed], []);
+    const again = await applyIpWork(
+      [
+        { opId: 1, ops: [{ kind: 'bridge-create', bridge: br, mac: '02:42:c6:12:00:01', mtu: 0 }] },
+        { opId: 2, ops: [{ kind: 'bridge-addrs', bridge: br, addrs: ['198.18.100.1/24'], up: true }] },
+      ],
+      GROUP,
+      DEFAULT_TOOLS,
+    );
+    assert.deepEqual([...again.failed], []);
+    const p = vethPair(200);
+    const r = await applyIpWork([{ opId: 1, ops: [{ kind: 'veth-create', host: p.host, peer: p.peer, bridge: br, mtu: 0 }] }], GROUP, DEFAULT_TOOLS);
+    assert.deepEqual([...r.failed], []);
+    assert.equal((await linkMap()).get(p.host)?.master, br);
+  });
+
+  test('a failed line in a session batch fails only its op, and the next batch runs in a fresh session', async (t) => {
+    const br = await bridge(t);
+    const [a, b] = [vethPair(301), vethPair(302)];
+    await applyIpWork([{ opId: 1, ops: [{ kind: 'veth-create', host: a.host, peer: a.peer, bridge: br, mtu: 0 }] }], GROUP, DEFAULT_TOOLS);
+    const starts = ipSessionStats.starts;
+    const r = await applyIpWork(
+      [
+        { opId: 1, ops: [{ kind: 'veth-create', host: b.host, peer: b.peer, bridge: br, mtu: 0 }] },
+        // the same names again: "File exists" for this line only
+        { opId: 2, ops: [{ kind: 'veth-create', host: a.host, peer: `${a.peer}z`, bridge: br, mtu: 0 }] },
+      ],
+      GROUP,
+      DEFAULT_TOOLS,
+    );
+    assert.deepEqual([...r.failed.keys()], [2]);
+    assert.match(r.failed.get(2) ?? '', /File exists/);
+    assert.equal((await linkMap()).get(b.host)?.master, br);
+    const c = vethPair(303);
+    const r2 = await applyIpWork([{ opId: 1, ops: [{ kind: 'veth-create', host: c.host, peer: c.peer, bridge: br, mtu: 0 }] }], GROUP, DEFAULT_TOOLS);
+    assert.deepEqual([...r2.failed], []);
+    assert.ok(ipSessionStats.starts > starts, 'a failure ends the session');
+  });
+
+  test('an ip that dies in the middle of a session batch: the kernel is asked which ops took effect', async (t) => {
+    const br = await bridge(t);
+    // An `ip` that reads only the first two lines of its input, then sees end of input and exits.
+    const dir = mkdtempSync(join(tmpdir(), 'bbt-ipwrap-'));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
+    const wrapper = join(dir, 'ip');
+    writeFileSync(wrapper, '#!/bin/sh\nhead -n 2 | exec ip "$@"\n');
+    chmodSync(wrapper, 0o755);
+    const tools = { ...DEFAULT_TOOLS, ip: wrapper };
+    const pairs = [vethPair(401), vethPair(402), vethPair(403)];
+    const works: IpWork[] = pairs.map((p, i) => ({ opId: i + 1, ops: [{ kind: 'veth-create', host: p.host, peer: p.peer, bridge: br, mtu: 0 }] }));
+    const r = await applyIpWork(works, GROUP, tools);
+    assert.deepEqual([...r.failed.keys()], [3], 'two lines ran, the third never did');
+    const m = await linkMap();
+    assert.equal(m.get(pairs[0]?.host ?? '')?.master, br);
+    assert.equal(m.get(pairs[1]?.host ?? '')?.master, br);
+    assert.equal(m.has(pairs[2]?.host ?? ''), false);
   });
 });

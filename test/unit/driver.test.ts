@@ -277,3 +277,78 @@ describe('Driver batching and books', () => {
     await assert.rejects(driver.createNetwork(netReq('zzzz')), ShuttingDownError);
   });
 });
+
+describe('Write-behind deletion (--write-behind-deletes, DeleteEndpoint under churn)', () => {
+  const C = 'c0c0c0c0c0c0c0c0c0c0';
+
+  test('while veth work runs, DeleteEndpoint answers first; the deletion is durable, its names stay reserved, and it happens next', async (t) => {
+    const { driver, kernel, store } = rig(t, { writeBehindDeletes: true });
+    await driver.createNetwork(netReq(N1));
+    await driver.createEndpoint(epReq(N1, E1, '198.18.20.2/24'));
+    const host = driver.books.endpoints.get(E1)?.host ?? '';
+    assert.ok(kernel.links.has(host));
+    kernel.faults.delayMs = 40;
+    const busy = driver.createEndpoint(epReq(N1, C, '198.18.20.3/24')); // keeps the veth pipeline busy
+    await driver.deleteEndpoint(nid(N1), eid(E1));
+    // Answered, and the kernel has not been asked yet.
+    assert.ok(kernel.links.has(host), 'the veth is still there when DeleteEndpoint answers');
+    assert.equal(driver.books.endpoints.has(E1), false);
+    assert.equal(store.loadEndpoints().some((e) => e.id === E1), false, 'unbooked on disk before answering');
+    assert.deepEqual(
+      store.loadIntents().flatMap((i) => i.items).filter((it) => it.kind === 'endpoint-delete'),
+      [{ kind: 'endpoint-delete', endpointId: E1, host }],
+      'the deletion is durable (an intent reconciliation would finish after a crash)',
+    );
+    assert.ok(driver.books.isNameTaken(host), 'a fresh endpoint cannot get the doomed name');
+    await busy;
+    await driver.settleDeferred();
+    assert.equal(kernel.links.has(host), false);
+    assert.equal(driver.books.isNameTaken(host), false);
+    assert.deepEqual(store.loadIntents(), []);
+  });
+
+  test('an idle plugin deletes before answering, as the built-in driver does', async (t) => {
+    const { driver, kernel } = rig(t, { writeBehindDeletes: true });
+    await driver.createNetwork(netReq(N1));
+    await driver.createEndpoint(epReq(N1, E1, '198.18.20.2/24'));
+    const host = driver.books.endpoints.get(E1)?.host ?? '';
+    await driver.deleteEndpoint(nid(N1), eid(E1));
+    assert.equal(kernel.links.has(host), false);
+  });
+
+  test('DeleteNetwork waits for write-behind deletions, so the bridge goes last and nothing is left', async (t) => {
+    const { driver, kernel, store } = rig(t, { writeBehindDeletes: true });
+    await driver.createNetwork(netReq(N1));
+    await Promise.all(Array.from({ length: 10 }, (_, i) => driver.createEndpoint(epReq(N1, `ep${i}`, `198.18.20.${i + 2}/24`))));
+    kernel.faults.delayMs = 20;
+    await Promise.all(Array.from({ length: 10 }, (_, i) => driver.deleteEndpoint(nid(N1), eid(`ep${i}`))));
+    await driver.deleteNetwork(nid(N1));
+    kernel.assertClean();
+    assert.deepEqual(store.loadIntents(), []);
+  });
+
+  test('a write-behind deletion that fails keeps its intent for reconciliation', async (t) => {
+    const { driver, kernel, store } = rig(t, { writeBehindDeletes: true });
+    await driver.createNetwork(netReq(N1));
+    await driver.createEndpoint(epReq(N1, E1, '198.18.20.2/24'));
+    kernel.faults.delayMs = 20;
+    kernel.faults.ipLine = (line) => (line.startsWith('link set dev veth') ? 'RTNETLINK answers: Operation not permitted' : null);
+    const busy = driver.createEndpoint(epReq(N1, C, '198.18.20.3/24'));
+    await driver.deleteEndpoint(nid(N1), eid(E1));
+    await busy;
+    await driver.settleDeferred();
+    assert.equal(store.loadIntents().flatMap((i) => i.items).filter((it) => it.kind === 'endpoint-delete').length, 1);
+  });
+
+  test('without the option, DeleteEndpoint answers only once the veth is gone, even under churn', async (t) => {
+    const { driver, kernel } = rig(t);
+    await driver.createNetwork(netReq(N1));
+    await driver.createEndpoint(epReq(N1, E1, '198.18.20.2/24'));
+    const host = driver.books.endpoints.get(E1)?.host ?? '';
+    kernel.faults.delayMs = 40;
+    const busy = driver.createEndpoint(epReq(N1, C, '198.18.20.3/24'));
+    await driver.deleteEndpoint(nid(N1), eid(E1));
+    assert.equal(kernel.links.has(host), false);
+    await busy;
+  });
+});

@@ -295,6 +295,26 @@ describe('Batcher', () => {
     await b.drained();
   });
 
+  test('a pipeline that gives way (mayStart) waits until poked, or until a full batch is queued', async () => {
+    const runner = new FakeRunner();
+    let mayStart = false;
+    const b = new Batcher(runner.run, hooks({ before: [], after: [] }), { batchMax: 4, windowMs: 1, maxInFlight: 1, mayStart: () => mayStart });
+    const ps = [b.submit(entry('d0')), b.submit(entry('d1'))];
+    await new Promise((r) => setTimeout(r, 20));
+    assert.equal(runner.calls.length, 0, 'nothing starts while the other pipeline is busy');
+    mayStart = true;
+    b.poke();
+    assert.deepEqual(runner.names(), [['d0', 'd1']], 'one batch of everything that waited');
+    runner.answer(0);
+    await Promise.all(ps);
+    mayStart = false;
+    const more = ['d2', 'd3', 'd4', 'd5'].map((n) => b.submit(entry(n)));
+    assert.deepEqual(runner.names()[1], ['d2', 'd3', 'd4', 'd5'], 'a full batch goes even so: deletions cannot be starved forever');
+    runner.answer(1);
+    await Promise.all(more);
+    await b.drained();
+  });
+
   test('batchMax is respected with maxInFlight 1; order kept inside and across batches', async () => {
     const runner = new FakeRunner();
     const b = new Batcher(runner.run, hooks({ before: [], after: [] }), { batchMax: 3, windowMs: 5, maxInFlight: 1 });
