@@ -1,7 +1,7 @@
 // Runs one planned ip script and turns its stderr into per-operation failures.
 import { attributeIpFailures, parseIpErrors, planIpBatch, type IpWork } from '../batching/plan-ip.js';
 import type { IpOp } from '../batching/ops.js';
-import { IpSession } from './ip-session.js';
+import { IpSession, type VethNames } from './ip-session.js';
 import { runTool, type ToolPaths } from './spawn.js';
 
 /** This thread's ip session (one per ip binary; tests point tools at wrappers). */
@@ -13,17 +13,20 @@ function sessionFor(ip: string): IpSession {
   return s;
 }
 
-/** Names a batch of veth work mentions; null if it touches anything else (a bridge). */
-function vethNames(works: readonly IpWork[]): string[] | null {
-  const names: string[] = [];
+/** Names a batch of veth work mentions and deletes; null if it touches anything else (a bridge). */
+function vethNames(works: readonly IpWork[]): VethNames | null {
+  const mentioned: string[] = [];
+  const deleted: string[] = [];
   for (const w of works) {
     for (const op of w.ops) {
-      if (op.kind === 'veth-create') names.push(op.host, op.peer);
-      else if (op.kind === 'veth-delete') names.push(op.host);
-      else return null;
+      if (op.kind === 'veth-create') mentioned.push(op.host, op.peer);
+      else if (op.kind === 'veth-delete') {
+        mentioned.push(op.host);
+        deleted.push(op.host);
+      } else return null;
     }
   }
-  return names;
+  return { mentioned, deleted };
 }
 
 interface ScriptRun {

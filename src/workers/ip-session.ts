@@ -12,8 +12,8 @@
 // it has looked up. A bridge deleted and created again under the same name keeps its old index in
 // that cache (seen here: `master br0` then fails with "Invalid argument"). So a session only runs
 // batches of veth creations/deletions; a batch that touches a bridge runs in its own process and
-// ends the session. The session also ends after any failed line, when a script names an interface
-// the session has seen before (a veth name reused after its deletion), and every LINE_BUDGET lines.
+// ends the session. The session also ends after any failed line, when a script names a veth this
+// session has deleted (a name reused after its deletion), and every LINE_BUDGET lines.
 import { parseIpErrors, type IpFailure } from '../batching/plan-ip.js';
 import { startStreamingTool, type StreamingTool } from './spawn.js';
 
@@ -34,6 +34,13 @@ export interface SessionResult {
   readonly died: boolean;
 }
 
+export interface VethNames {
+  /** every interface a script names */
+  readonly mentioned: readonly string[];
+  /** the veths it deletes */
+  readonly deleted: readonly string[];
+}
+
 interface Waiter {
   readonly endLine: number;
   readonly base: number;
@@ -45,23 +52,25 @@ export class IpSession {
   private linesRead = 0;
   private stderr = '';
   private waiter: Waiter | null = null;
-  private seen = new Set<string>();
+  /** veths this session has deleted: their cached indexes are stale */
+  private deleted = new Set<string>();
   private busy = false;
   private endWhenIdle = false;
 
   constructor(private readonly ipPath: string) {}
 
   /** Whether this script can run in the session now (else: run it in its own process). */
-  accepts(names: readonly string[], lines: number): boolean {
+  accepts(names: VethNames, lines: number): boolean {
     if (this.busy) return false;
-    if (this.tool !== null && (this.linesRead + lines + 1 > LINE_BUDGET || names.some((n) => this.seen.has(n)))) this.end();
+    const reused = (n: string): boolean => this.deleted.has(n);
+    if (this.tool !== null && (this.linesRead + lines + 1 > LINE_BUDGET || names.mentioned.some(reused))) this.end();
     return true;
   }
 
-  async run(script: string, lines: number, names: readonly string[]): Promise<SessionResult> {
+  async run(script: string, lines: number, names: VethNames): Promise<SessionResult> {
     this.busy = true;
     try {
-      for (const n of names) this.seen.add(n);
+      for (const n of names.deleted) this.deleted.add(n);
       const tool = this.tool ?? this.start();
       ipSessionStats.batches++;
       const base = this.linesRead;
@@ -101,7 +110,7 @@ export class IpSession {
     this.tool = null;
     this.linesRead = 0;
     this.stderr = '';
-    this.seen = new Set();
+    this.deleted = new Set();
     t?.kill();
   }
 

@@ -270,6 +270,27 @@ describe('the long-lived ip session (src/workers/ip-session.ts)', () => {
     assert.equal((await linkMap()).get(p.host)?.master, br);
   });
 
+  test('creations and deletions share the session; a veth name used again after its deletion gets a fresh one', async (t) => {
+    const br = await bridge(t);
+    const pairs = [vethPair(501), vethPair(502), vethPair(503)];
+    const starts = ipSessionStats.starts;
+    const create = (p: { host: string; peer: string }): IpWork => ({ opId: 1, ops: [{ kind: 'veth-create', host: p.host, peer: p.peer, bridge: br, mtu: 0 }] });
+    const remove = (p: { host: string; peer: string }): IpWork => ({ opId: 1, ops: [{ kind: 'veth-delete', host: p.host }] });
+    for (const p of pairs) assert.deepEqual([...(await applyIpWork([create(p)], GROUP, DEFAULT_TOOLS)).failed], []);
+    for (const p of pairs) assert.deepEqual([...(await applyIpWork([remove(p)], GROUP, DEFAULT_TOOLS)).failed], []);
+    assert.ok(ipSessionStats.starts - starts <= 1, 'six batches of fresh names, one ip process');
+    const m1 = await linkMap();
+    for (const p of pairs) assert.equal(m1.has(p.host), false);
+    // The same name again: made and deleted for real (no stale cached index).
+    const p0 = pairs[0] ?? vethPair(0);
+    const before = ipSessionStats.starts;
+    assert.deepEqual([...(await applyIpWork([create(p0)], GROUP, DEFAULT_TOOLS)).failed], []);
+    assert.ok(ipSessionStats.starts > before, 'a name this session deleted ends it');
+    assert.equal((await linkMap()).get(p0.host)?.master, br);
+    assert.deepEqual([...(await applyIpWork([remove(p0)], GROUP, DEFAULT_TOOLS)).failed], []);
+    assert.equal((await linkMap()).has(p0.host), false);
+  });
+
   test('a failed line in a session batch fails only its op, and the next batch runs in a fresh session', async (t) => {
     const br = await bridge(t);
     const [a, b] = [vethPair(301), vethPair(302)];
