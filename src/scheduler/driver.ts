@@ -89,7 +89,7 @@ export class Driver {
   readonly batcher: Batcher;
   /**
    * Program/Revoke (firewall-only work) in their own pipeline: they need no ip work, so they must
-   * not wait for a veth batch's RCU grace periods (see docs/performance.md, "Two pipelines").
+   * not wait for a veth batch's RCU grace periods (docs/architecture.md, "Batching").
    */
   readonly fwBatcher: Batcher;
   /**
@@ -105,7 +105,7 @@ export class Driver {
   private readonly deferred = new Set<Promise<void>>();
   private readonly deferredCount = new Map<string, number>();
   private closing = false;
-  /** ids of intents the driver writes itself (network creation): negative, never a batch id */
+  /** ids of intents the driver writes itself (network creation, write-behind deletion): negative, never a batch id */
   private nextOwnIntentId: number;
 
   constructor(
