@@ -235,9 +235,9 @@ test('watchdog: after iptables -F and -t nat -F every rule comes back', async ()
   await eventually(async () => assert.equal(await save(4), want4), { timeoutMs: 5000 });
   await runOk(['iptables', '-t', 'mangle', '-F']);
   await eventually(async () => assert.equal(await save(4), want4), { timeoutMs: 5000 });
-  // chains deleted outright
-  await runOk(['iptables', '-F']);
-  await runOk(['iptables', '-X']);
+  // chains deleted outright: in one transaction (iptables -F then -X would race the watchdog,
+  // which may restore a jump in between and make -X fail with "resource busy")
+  await runOk(['iptables-restore'], { input: '*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n' });
   await eventually(async () => assert.equal(await save(4), want4), { timeoutMs: 5000 });
   await ok('DeleteNetwork', { NetworkID: netId(25) });
   await ok('DeleteNetwork', { NetworkID: netId(26) });
