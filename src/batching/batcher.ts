@@ -50,7 +50,6 @@ export interface BatcherOptions {
    * queue holds a full batch. Whoever makes it true again calls poke().
    */
   readonly mayStart?: () => boolean;
-
   /** called each time one of this pipeline's batches has finished */
   readonly onBatchDone?: () => void;
 }
