@@ -417,7 +417,7 @@ export class Driver {
    * before the kernel work leaves the intent, and reconciliation deletes the veth; a failed
    * deletion keeps the intent too (logged), so the next reconciliation retries it.
    */
-  private deleteBehind(ep: EndpointRecord): Promise<void> {
+  private deleteBehind(ep: EndpointRecord): void {
     const intentId = this.nextOwnIntentId--;
     this.store.writeIntent({ batchId: intentId, createdAt: Date.now(), items: [{ kind: 'endpoint-delete', endpointId: ep.id, host: ep.host }] });
     this.store.commit({ deleteEndpoints: [ep.id] });
@@ -426,40 +426,33 @@ export class Driver {
     this.books.reserveName(ep.host);
     this.books.reserveName(ep.peer);
     this.deferredCount.set(ep.networkId, (this.deferredCount.get(ep.networkId) ?? 0) + 1);
-    const entry: BatchEntry = {
-      work: { ip: [{ kind: 'veth-delete', host: ep.host }] },
-      intent: null,
-      settle: (res) => {
-        this.books.releaseName(ep.host);
-        this.books.releaseName(ep.peer);
-        return res.ok ? { clearIntents: [intentId] } : null;
-      },
-    };
-    return this.track(
-      this.deleteBatcher
-        .submit(entry)
-        .then((r) => {
-          if (!r.ok) this.log.warn({ endpointId: ep.id, host: ep.host, err: r.message }, 'write-behind veth deletion failed; reconciliation will retry');
-        })
-        .finally(() => {
-          const n = (this.deferredCount.get(ep.networkId) ?? 1) - 1;
-          if (n > 0) this.deferredCount.set(ep.networkId, n);
-          else this.deferredCount.delete(ep.networkId);
-        }),
-    );
-  }
-
-  private track(p: Promise<void>): Promise<void> {
-    const done: Promise<void> = p.catch(() => undefined).finally(() => this.deferred.delete(done));
+    const done: Promise<void> = this.deleteBatcher
+      .submit({
+        work: { ip: [{ kind: 'veth-delete', host: ep.host }] },
+        intent: null,
+        settle: (res) => {
+          this.books.releaseName(ep.host);
+          this.books.releaseName(ep.peer);
+          return res.ok ? { clearIntents: [intentId] } : null;
+        },
+      })
+      .then((r) => {
+        if (!r.ok) this.log.warn({ endpointId: ep.id, host: ep.host, err: r.message }, 'write-behind veth deletion failed; reconciliation will retry');
+      })
+      .finally(() => {
+        this.deferred.delete(done);
+        const n = (this.deferredCount.get(ep.networkId) ?? 1) - 1;
+        if (n > 0) this.deferredCount.set(ep.networkId, n);
+        else this.deferredCount.delete(ep.networkId);
+      });
     this.deferred.add(done);
-    return done;
   }
 
   private vethWorkPending(): boolean {
     return this.batcher.queued + this.batcher.running + this.deleteBatcher.queued + this.deleteBatcher.running > 0;
   }
 
-  /** Resolves once all write-behind work accepted so far has been done by the kernel. */
+  /** Resolves once every write-behind deletion accepted so far has been done by the kernel. */
   async settleDeferred(): Promise<void> {
     while (this.deferred.size > 0) await Promise.all([...this.deferred]);
   }

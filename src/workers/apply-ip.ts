@@ -6,6 +6,7 @@ import { runTool, type ToolPaths } from './spawn.js';
 
 /** This thread's ip session (one per ip binary; tests point tools at wrappers). */
 const sessions = new Map<string, IpSession>();
+const SESSIONS_OFF = process.env.BB_IP_SESSION === '0';
 
 function sessionFor(ip: string): IpSession {
   let s = sessions.get(ip);
@@ -39,7 +40,7 @@ interface ScriptRun {
 
 /** Runs a planned script: in the thread's ip session when it only touches veths, else alone. */
 async function runScript(works: readonly IpWork[], text: string, lines: number, tools: ToolPaths): Promise<ScriptRun> {
-  const session = process.env.BB_IP_SESSION === '0' ? null : sessionFor(tools.ip);
+  const session = SESSIONS_OFF ? null : sessionFor(tools.ip);
   const names = vethNames(works);
   if (session !== null && names !== null && session.accepts(names, lines)) {
     const r = await session.run(text, lines, names);

@@ -5,7 +5,7 @@ import { chmodSync, existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { sleep } from '../helpers/proc.js';
-import { assertPrivateNetns, checkConsistency, Client, readBooks, startPlugin, tempDir, wipeNamespace, type PluginProc } from './crash-kit.js';
+import { assertPrivateNetns, checkConsistency, cleanUpAfter, Client, readBooks, startPlugin, tempDir, type PluginProc } from './crash-kit.js';
 
 /** An `ip` that takes its time: every batch lasts at least `delay` seconds. */
 function slowIp(dir: string, delay: number): string {
@@ -22,11 +22,7 @@ test('flooding past --max-queue gets a quick "overloaded" answer', { timeout: 90
   assertPrivateNetns();
   const dir = await tempDir('bbt-bp-');
   let plugin: PluginProc | null = null;
-  t.after(async () => {
-    await plugin?.kill9();
-    await wipeNamespace();
-    await dir.remove();
-  });
+  cleanUpAfter(t, dir, () => plugin);
   plugin = await startPlugin({
     name: 'bbbp', stateDir: join(dir.path, 'state'), socketDir: join(dir.path, 'sock'), logPath: join(dir.path, 'log'),
     extraArgs: ['--max-queue', '4', '--batch-max', '2', '--workers', '1', '--reconcile-interval-ms', '0'],
@@ -66,11 +62,7 @@ test('SIGTERM drains in-flight batches, exits 0, removes the socket', { timeout:
   assertPrivateNetns();
   const dir = await tempDir('bbt-drain-');
   let plugin: PluginProc | null = null;
-  t.after(async () => {
-    await plugin?.kill9();
-    await wipeNamespace();
-    await dir.remove();
-  });
+  cleanUpAfter(t, dir, () => plugin);
   const stateDir = join(dir.path, 'state');
   plugin = await startPlugin({
     name: 'bbdrain', stateDir, socketDir: join(dir.path, 'sock'), logPath: join(dir.path, 'log'),

@@ -9,9 +9,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { runOk, sleep } from '../helpers/proc.js';
-import {
-  assertPrivateNetns, checkConsistency, Client, readBooks, startPlugin, tail, tempDir, wipeNamespace, type PluginProc,
-} from './crash-kit.js';
+import { assertPrivateNetns, checkConsistency, cleanUpAfter, Client, readBooks, startPlugin, tail, tempDir, type PluginProc } from './crash-kit.js';
 
 const KILLS = Number(process.env.BB_CRASH_KILLS ?? 25);
 const SEED = Number(process.env.BB_CRASH_SEED ?? Date.now() % 100000);
@@ -44,12 +42,7 @@ test('kill -9 at random points during churn, restart, kernel == books', { timeou
   const userBridges = ['usrbr0', 'usrbr1'];
   let plugin: PluginProc | null = null;
   const client = new Client(join(socketDir, `${name}.sock`));
-  t.after(async () => {
-    await plugin?.kill9();
-    await client.close();
-    await wipeNamespace();
-    await dir.remove();
-  });
+  cleanUpAfter(t, dir, () => plugin, () => client.close());
   for (const b of userBridges) await runOk(['ip', 'link', 'add', b, 'type', 'bridge']);
   const start = async (): Promise<PluginProc> =>
     startPlugin({ name, stateDir, socketDir, logPath, extraArgs: ['--reconcile-interval-ms', '0', '--workers', '2', '--batch-window-ms', '3'] });

@@ -5,6 +5,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, openSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import type { TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import { Agent, request } from 'undici';
@@ -24,6 +25,19 @@ export interface TempDir {
 export async function tempDir(prefix = 'bbt-crash-'): Promise<TempDir> {
   const path = await mkdtemp(join('/tmp', prefix));
   return { path, remove: () => rm(path, { recursive: true, force: true }) };
+}
+
+/**
+ * After the test: kill the plugin running then (if any), run `more`, wipe the namespace, remove
+ * the directory. `plugin` is read at teardown, so tests that restart the plugin stay covered.
+ */
+export function cleanUpAfter(t: TestContext, dir: TempDir, plugin: () => PluginProc | null, more?: () => Promise<void>): void {
+  t.after(async () => {
+    await plugin()?.kill9();
+    await more?.();
+    await wipeNamespace();
+    await dir.remove();
+  });
 }
 
 export interface CallResult {

@@ -13,7 +13,7 @@ import { SqliteStateStore } from '../../src/state/sqlite-store.js';
 import { PiscinaExecutor } from '../../src/workers/pool.js';
 import { DEFAULT_TOOLS } from '../../src/workers/spawn.js';
 import { runOk } from '../helpers/proc.js';
-import { assertPrivateNetns, checkConsistency, Client, readBooks, startPlugin, tempDir, wipeNamespace, type PluginProc } from './crash-kit.js';
+import { assertPrivateNetns, checkConsistency, cleanUpAfter, Client, readBooks, startPlugin, tempDir, wipeNamespace, type PluginProc } from './crash-kit.js';
 
 const ep = (n: string, id: string, a: string) => ({ NetworkID: n, EndpointID: id, Interface: { Address: a }, Options: {} });
 
@@ -31,11 +31,7 @@ test('ip dying mid-batch and iptables-restore failing: only affected requests fa
   chmodSync(fwBin, 0o755);
   const stateDir = join(dir.path, 'state');
   let plugin: PluginProc | null = null;
-  t.after(async () => {
-    await plugin?.kill9();
-    await wipeNamespace();
-    await dir.remove();
-  });
+  cleanUpAfter(t, dir, () => plugin);
   plugin = await startPlugin({
     name: 'bbfault', stateDir, socketDir: join(dir.path, 'sock'), logPath: join(dir.path, 'log'),
     extraArgs: ['--workers', '1', '--batch-window-ms', '50', '--reconcile-interval-ms', '0', '--firewall-check-ms', '3600000'],

@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import fc from 'fast-check';
 import { runOk } from '../helpers/proc.js';
 import { badCidr4, badId, badIfName, badPortBinding, nastyString } from '../unit/fuzz-kit.js';
-import { assertPrivateNetns, Client, readBooks, startPlugin, tempDir, wipeNamespace, type PluginProc } from './crash-kit.js';
+import { assertPrivateNetns, cleanUpAfter, Client, readBooks, startPlugin, tempDir, type PluginProc } from './crash-kit.js';
 
 // Deterministic in CI (set BB_FUZZ_SEED to explore other inputs): some checks below assert that
 // enough generated inputs passed validation, and a random seed made those fail now and then.
@@ -30,11 +30,7 @@ test('hostile requests change nothing in the kernel or the books', { timeout: 12
   const dir = await tempDir('bbt-kfuzz-');
   const stateDir = join(dir.path, 'state');
   let plugin: PluginProc | null = null;
-  t.after(async () => {
-    await plugin?.kill9();
-    await wipeNamespace();
-    await dir.remove();
-  });
+  cleanUpAfter(t, dir, () => plugin);
   plugin = await startPlugin({
     name: 'bbkfuzz', stateDir, socketDir: join(dir.path, 'sock'), logPath: join(dir.path, 'log'),
     extraArgs: ['--reconcile-interval-ms', '0', '--firewall-check-ms', '3600000'],

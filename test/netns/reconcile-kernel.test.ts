@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { run, runOk } from '../helpers/proc.js';
-import { assertPrivateNetns, BIN, checkConsistency, Client, kernelLinks, readBooks, startPlugin, tempDir, wipeNamespace, type PluginProc } from './crash-kit.js';
+import { assertPrivateNetns, BIN, checkConsistency, cleanUpAfter, Client, kernelLinks, readBooks, startPlugin, tempDir, type PluginProc } from './crash-kit.js';
 
 const NET = 'recnet000000001';
 const BRIDGE = 'bb-recnet000000';
@@ -23,12 +23,7 @@ test('reconcile repairs damage, via the running plugin and offline', { timeout: 
   const opts = { name, stateDir, socketDir, logPath: join(dir.path, 'plugin.log'), extraArgs: ['--reconcile-interval-ms', '0'] };
   let plugin: PluginProc | null = null;
   const client = new Client(join(socketDir, `${name}.sock`), 5_000);
-  t.after(async () => {
-    await plugin?.kill9();
-    await client.close();
-    await wipeNamespace();
-    await dir.remove();
-  });
+  cleanUpAfter(t, dir, () => plugin, () => client.close());
   const cliArgs = ['--state-dir', stateDir, '--name', name, '--socket-dir', socketDir];
   plugin = await startPlugin(opts);
   assert.equal((await client.call('CreateNetwork', { NetworkID: NET, Options: {}, IPv4Data: [{ Pool: '198.18.80.0/24', Gateway: '198.18.80.1/24' }], IPv6Data: [] })).status, 200);

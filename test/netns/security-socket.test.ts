@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { assertPrivateNetns, Client, startPlugin, tempDir, wipeNamespace, type PluginProc } from './crash-kit.js';
+import { assertPrivateNetns, cleanUpAfter, Client, startPlugin, tempDir, type PluginProc } from './crash-kit.js';
 
 test('socket 0600 root-owned, books 0600, socket removed on SIGTERM', { timeout: 60_000 }, async (t) => {
   assertPrivateNetns();
@@ -12,11 +12,7 @@ test('socket 0600 root-owned, books 0600, socket removed on SIGTERM', { timeout:
   const name = 'bbsec';
   const stateDir = join(dir.path, 'state');
   const socketDir = join(dir.path, 'sock');
-  t.after(async () => {
-    await plugin?.kill9();
-    await wipeNamespace();
-    await dir.remove();
-  });
+  cleanUpAfter(t, dir, () => plugin);
   // A permissive umask in the caller must not loosen anything.
   plugin = await startPlugin({ name, stateDir, socketDir, logPath: join(dir.path, 'log'), env: {} });
   const sock = statSync(plugin.socketPath);

@@ -11,31 +11,16 @@ import {
   planNetworkRemove,
   readHookState,
   renderRestorePayload,
-  type FwNetwork,
 } from '../../src/batching/plan-firewall.js';
 import { planEndpointPortsAdd, planEndpointPortsRemove } from '../../src/batching/plan-ports.js';
 import type { PortMapping } from '../../src/state/records.js';
 import { invertLines } from '../../src/workers/apply-firewall.js';
+import { fwNetwork } from './fw-fixture.js';
 
 const NET = 'aaaaaaaaaaaa0123456789';
 const EP = 'eeeeeeeeeeee0123456789';
 
-function net(over: Partial<FwNetwork> = {}): FwNetwork {
-  return {
-    id: NET,
-    bridge: 'bb-a',
-    subnet4: '198.18.20.0/24',
-    subnet6: null,
-    enableIpv6: false,
-    icc: true,
-    masquerade: true,
-    hostIpv4: null,
-    internal: false,
-    gatewayModeIpv4: 'nat',
-    gatewayModeIpv6: 'nat',
-    ...over,
-  };
-}
+const net = fwNetwork;
 
 const T = '-m comment --comment bb:net=aaaaaaaaaaaa';
 const lines = (ch: { v4: readonly { table: string; line: string }[] }): string[] => ch.v4.map((l) => `${l.table} ${l.line}`);

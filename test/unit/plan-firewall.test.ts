@@ -14,20 +14,9 @@ import {
 } from '../../src/batching/plan-firewall.js';
 import { dnatRuleSpec, planEndpointPortsAdd, planEndpointPortsRemove } from '../../src/batching/plan-ports.js';
 import type { PortMapping } from '../../src/state/records.js';
+import { fwNetwork } from './fw-fixture.js';
 
-const N: FwNetwork = {
-  id: 'aaaabbbbcccc0000dddd',
-  bridge: 'br-test',
-  subnet4: '198.18.20.0/24',
-  subnet6: null,
-  enableIpv6: false,
-  icc: true,
-  masquerade: true,
-  hostIpv4: null,
-  internal: false,
-  gatewayModeIpv4: 'nat',
-  gatewayModeIpv6: 'nat',
-};
+const N: FwNetwork = fwNetwork({ id: 'aaaabbbbcccc0000dddd', bridge: 'br-test' });
 const T = '-m comment --comment bb:net=aaaabbbbcccc';
 
 const render = (rules: RuleLine[]): string[] => rules.map((r) => `${r.table} ${r.line}`);
