@@ -4,7 +4,8 @@
 // fail only that one, and apply the rest again.
 import type { FirewallChange, RuleLine } from '../batching/ops.js';
 import { renderRestorePayload } from '../batching/plan-firewall.js';
-import { runTool, type ToolPaths } from './spawn.js';
+import { restoreSessionFor } from './restore-session.js';
+import { runTool, type ToolPaths, type ToolResult } from './spawn.js';
 
 export interface FwWork {
   readonly opId: number;
@@ -61,13 +62,20 @@ interface Item {
 
 async function runRestore(exe: string, items: readonly Item[]): Promise<{ ok: boolean; message: string; blame: number | null }> {
   const { text, owners } = renderRestorePayload(items.map((i) => ({ owner: i.opId, lines: i.lines })));
-  const r = await runTool(exe, ['--noflush', '-w'], text);
+  const r = await restore(exe, text);
   if (r.spawnError !== null) return { ok: false, message: `${exe}: ${r.spawnError}`, blame: null };
   if (r.exitCode === 0) return { ok: true, message: '', blame: null };
   const message = r.stderr.split('\n').filter((l) => l && !l.startsWith('Try `')).join('; ') || `${exe} exited ${r.exitCode}`;
   const m = LINE_RE.exec(r.stderr);
   const owner = m ? owners[Number(m[1]) - 1] : undefined;
   return { ok: false, message, blame: owner ?? null };
+}
+
+/** In this thread's session for `exe` when it is free, else in a process of its own. */
+async function restore(exe: string, text: string): Promise<ToolResult> {
+  const session = await restoreSessionFor(exe);
+  if (session !== null && session.idle) return session.run(text);
+  return runTool(exe, ['--noflush', '-w'], text);
 }
 
 async function applyFamily(exe: string, items: readonly Item[], failed: Map<number, string>): Promise<number> {

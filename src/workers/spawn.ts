@@ -141,7 +141,7 @@ export function runTool(file: string, args: readonly string[], input?: string, t
   });
 }
 
-/** A long-lived tool reading commands on stdin (see ip-session.ts). stdout is discarded. */
+/** A long-lived tool reading commands on stdin (ip-session.ts, restore-session.ts). */
 export interface StreamingTool {
   write(text: string): void;
   /** keep the thread alive while an answer is awaited (an idle session never does) */
@@ -150,6 +150,8 @@ export interface StreamingTool {
 }
 
 export interface StreamingHandlers {
+  /** stdout chunks; without this handler stdout is discarded */
+  stdout?(chunk: string): void;
   stderr(chunk: string): void;
   exit(code: number | null): void;
 }
@@ -162,7 +164,7 @@ export interface StreamingHandlers {
 export function startStreamingTool(file: string, args: readonly string[], on: StreamingHandlers): StreamingTool {
   const child = execa(file, args, {
     stdin: 'pipe',
-    stdout: 'ignore',
+    stdout: on.stdout === undefined ? 'ignore' : 'pipe',
     stderr: 'pipe',
     buffer: false,
     reject: false,
@@ -173,6 +175,12 @@ export function startStreamingTool(file: string, args: readonly string[], on: St
   let exited = false;
   child.stderr?.setEncoding('utf8');
   child.stderr?.on('data', (c: string) => on.stderr(c));
+  const onStdout = on.stdout;
+  if (onStdout !== undefined) {
+    child.stdout?.setEncoding('utf8');
+    child.stdout?.on('data', (c: string) => onStdout(c));
+    (child.stdout as Socket | null)?.unref?.();
+  }
   // A write after the child died fails with EPIPE on the stream: reported through exit instead.
   child.stdin?.on('error', () => undefined);
   // An idle session must not keep a finished thread or process alive.
@@ -194,9 +202,10 @@ export function startStreamingTool(file: string, args: readonly string[], on: St
       if (!exited) child.stdin?.write(text);
     },
     hold(on: boolean): void {
-      const err = child.stderr as Socket | null;
-      if (on) err?.ref?.();
-      else err?.unref?.();
+      for (const s of [child.stderr, child.stdout] as Array<Socket | null>) {
+        if (on) s?.ref?.();
+        else s?.unref?.();
+      }
     },
     kill(): void {
       if (exited) return;
