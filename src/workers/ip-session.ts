@@ -20,7 +20,7 @@ import { startStreamingTool, type StreamingTool } from './spawn.js';
 const END_LINE = 'link add name lo type veth\n';
 
 /** Counters for this thread's sessions (tests check that batches really share a process). */
-export const ipSessionStats = { starts: 0, batches: 0 };
+export const ipSessionStats = { starts: 0, batches: 0, answeredBeforeIp: 0 };
 const LINE_BUDGET = 4096;
 /** a batch that takes longer than this is treated as a dead session (ip hung) */
 const BATCH_TIMEOUT_MS = 60_000;
