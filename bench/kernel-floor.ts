@@ -5,7 +5,11 @@
 // veths into a link group and deleting the group. No HTTP, no books, no planning: what batchbridge
 // is compared against.
 //
-//   unshare --net node dist/bench/kernel-floor.js [--lifecycles 4096] [--batch 256] [--networks 16] [--json]
+//   unshare --net node dist/bench/kernel-floor.js [--lifecycles 4096] [--batch 256] [--networks 16] [--keep N] [--json]
+//
+// --keep N first makes N more veth pairs on the same bridges (not timed) and leaves them there
+// during the timed lifecycles, like the load harness's --keep: what the kernel itself costs with
+// that many interfaces around.
 //
 // Runs in the namespace it is started in, and refuses the host's root namespace. Creates bridges
 // bbfloor<n> and chain BBFLOOR-DNAT, removes them at the end.
@@ -20,6 +24,7 @@ export interface FloorResult {
   readonly lifecycles: number;
   readonly batch: number;
   readonly networks: number;
+  readonly keep: number;
   readonly seconds: number;
   readonly lifecyclesPerSec: number;
   /** seconds spent in each step, summed over batches */
@@ -28,15 +33,24 @@ export interface FloorResult {
 
 const GROUP = 0x62660000; // "bf": never a group the plugin (0x6262xxxx) or anyone else uses
 
-export async function runKernelFloor(lifecycles: number, batch = 256, networks = 16): Promise<FloorResult> {
+export async function runKernelFloor(lifecycles: number, batch = 256, networks = 16, keep = 0): Promise<FloorResult> {
   if (isInitNetns(null)) throw new Error('kernel-floor: refusing to run in the root network namespace (run it under `unshare --net`)');
   const bridges = Array.from({ length: networks }, (_, i) => `bbfloor${i}`);
   await runOk(['ip', '-batch', '-'], bridges.map((b) => `link add name ${b} type bridge\nlink set dev ${b} up\n`).join(''));
   await runOk(['iptables-restore', '--noflush', '-w'], '*nat\n:BBFLOOR-DNAT - [0:0]\n-A PREROUTING -m addrtype --dst-type LOCAL -j BBFLOOR-DNAT\nCOMMIT\n');
   const steps = { vethCreate: 0, rulesAdd: 0, rulesDel: 0, vethDelete: 0 };
-  const t0 = performance.now();
+  const KEEP_GROUP = GROUP + 1;
+  let t0 = performance.now();
   let tEnd = t0;
   try {
+    for (let k = 0; k < keep; k += 256) {
+      const lines: string[] = [];
+      for (let i = k; i < Math.min(keep, k + 256); i++) {
+        lines.push(`link add name vk${i.toString(36)} txqueuelen 0 group ${KEEP_GROUP} master ${bridges[i % networks] as string} up type veth peer name vl${i.toString(36)} txqueuelen 0\n`);
+      }
+      await runOk(['ip', '-force', '-batch', '-'], lines.join(''));
+    }
+    t0 = performance.now();
     let n = 0;
     for (let done = 0; done < lifecycles; done += batch) {
       const size = Math.min(batch, lifecycles - done);
@@ -63,6 +77,7 @@ export async function runKernelFloor(lifecycles: number, batch = 256, networks =
     }
     tEnd = performance.now();
   } finally {
+    if (keep > 0) await runOk(['ip', 'link', 'del', 'group', String(KEEP_GROUP)]).catch(() => '');
     await runOk(['iptables-restore', '--noflush', '-w'], '*nat\n-D PREROUTING -m addrtype --dst-type LOCAL -j BBFLOOR-DNAT\n-F BBFLOOR-DNAT\n-X BBFLOOR-DNAT\nCOMMIT\n').catch(() => '');
     await runOk(['ip', '-force', '-batch', '-'], bridges.map((b) => `link del dev ${b}\n`).join('')).catch(() => '');
   }
@@ -72,6 +87,7 @@ export async function runKernelFloor(lifecycles: number, batch = 256, networks =
     lifecycles,
     batch,
     networks,
+    keep,
     seconds: Math.round(seconds * 1000) / 1000,
     lifecyclesPerSec: Math.round((lifecycles / seconds) * 10) / 10,
     steps: { vethCreate: r3(steps.vethCreate), rulesAdd: r3(steps.rulesAdd), rulesDel: r3(steps.rulesDel), vethDelete: r3(steps.vethDelete) },
@@ -80,12 +96,12 @@ export async function runKernelFloor(lifecycles: number, batch = 256, networks =
 
 async function main(): Promise<number> {
   const { values } = parseArgs({
-    options: { lifecycles: { type: 'string' }, batch: { type: 'string' }, networks: { type: 'string' }, json: { type: 'boolean' }, runs: { type: 'string' }, save: { type: 'boolean' } },
+    options: { lifecycles: { type: 'string' }, batch: { type: 'string' }, networks: { type: 'string' }, keep: { type: 'string' }, json: { type: 'boolean' }, runs: { type: 'string' }, save: { type: 'boolean' } },
     strict: true,
   });
   const runs = Number(values.runs ?? 1);
   const results: FloorResult[] = [];
-  for (let i = 0; i < runs; i++) results.push(await runKernelFloor(Number(values.lifecycles ?? 4096), Number(values.batch ?? 256), Number(values.networks ?? 16)));
+  for (let i = 0; i < runs; i++) results.push(await runKernelFloor(Number(values.lifecycles ?? 4096), Number(values.batch ?? 256), Number(values.networks ?? 16), Number(values.keep ?? 0)));
   const best = results.reduce((a, b) => (b.lifecyclesPerSec > a.lifecyclesPerSec ? b : a));
   if (values.save) {
     const dir = new URL('../../bench/results/', import.meta.url);
@@ -96,7 +112,7 @@ async function main(): Promise<number> {
   else {
     for (const r of results) {
       process.stdout.write(
-        `kernel floor: ${r.lifecycles} lifecycles in batches of ${r.batch} over ${r.networks} bridges: ${r.seconds} s -> ${r.lifecyclesPerSec} lifecycles/s ` +
+        `kernel floor: ${r.lifecycles} lifecycles in batches of ${r.batch} over ${r.networks} bridges${r.keep > 0 ? ` with ${r.keep} other veths on them` : ''}: ${r.seconds} s -> ${r.lifecyclesPerSec} lifecycles/s ` +
           `(veth create ${r.steps.vethCreate} s, DNAT add ${r.steps.rulesAdd} s, DNAT del ${r.steps.rulesDel} s, veth group delete ${r.steps.vethDelete} s)\n`,
       );
     }

@@ -20,6 +20,6 @@ max=$(rate "$out/targets-c128.json")
 half=$(node -e "process.stdout.write(String(Math.max(1, Math.round($max / 2))))")
 echo "4/5 open loop at half the closed-loop maximum ($half/s of $max/s), 20 s" >&2
 load --concurrency 256 --rate "$half" --duration 20 > "$out/targets-half-rate.json" || true
-echo "5/5 --keep 10000, 128 clients" >&2
-load --concurrency 128 --lifecycles 4000 --keep 10000 --timeout 900 > "$out/targets-keep10k.json" || true
+echo "5/5 --keep 10000, 128 clients (+ kernel floor with the same 10000 veths)" >&2
+load --concurrency 128 --lifecycles 4000 --keep 10000 --timeout 900 --floor 2048 > "$out/targets-keep10k.json" || true
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)" >&2

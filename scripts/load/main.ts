@@ -44,8 +44,8 @@ Output:
   --max-errors N         failed requests tolerated before exit 1 (default 0)
   --floor N              after the load, run the kernel floor (bench/kernel-floor: the same veth,
                          bridge and rule work by hand-written ip -batch + iptables-restore files in
-                         batches of 256) for N lifecycles in the plugin's namespace, and report
-                         the ratio
+                         batches of 256) for N lifecycles in the plugin's namespace, with as many
+                         networks and --keep veths as the load had, and report the ratio
 `;
 
 class UsageError extends Error {}
@@ -213,7 +213,9 @@ export async function main(argv: string[]): Promise<number> {
     const floorN = int(values.floor, 'floor', null, 1);
     if (floorN !== null) {
       const floorJs = fileURLToPath(new URL('../../bench/kernel-floor.js', import.meta.url));
-      const out = await runOk(inNetns(nsPath, [process.execPath, floorJs, '--json', '--lifecycles', String(floorN)]));
+      // Same bridges count, and as many long-lived veths as --keep left on them during the load.
+      const floorArgs = ['--json', '--lifecycles', String(floorN), '--networks', String(result.config.networks), '--keep', String(result.config.keep)];
+      const out = await runOk(inNetns(nsPath, [process.execPath, floorJs, ...floorArgs]));
       const best = (JSON.parse(out) as { best: FloorResult }).best;
       result.floor = { ...best, ratio: Math.round((result.lifecyclesPerSec / best.lifecyclesPerSec) * 1000) / 1000 };
     }

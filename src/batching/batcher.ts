@@ -50,6 +50,13 @@ export interface BatcherOptions {
    * queue holds a full batch. Whoever makes it true again calls poke().
    */
   readonly mayStart?: () => boolean;
+  /**
+   * With mayStart: how long the oldest queued operation may be held back by it. Past that, a
+   * batch starts anyway. Without it, steady arrivals on the other pipeline would hold this one
+   * back until a full batch had gathered, and that big batch would then block the other
+   * pipeline for a long time.
+   */
+  readonly maxDeferMs?: number;
   /** called each time one of this pipeline's batches has finished */
   readonly onBatchDone?: () => void;
 }
@@ -57,6 +64,7 @@ export interface BatcherOptions {
 interface Pending {
   readonly entry: BatchEntry;
   readonly resolve: (r: OpResult) => void;
+  readonly at: number;
 }
 
 export const batchChannel = channel('bb:batch:applied');
@@ -84,6 +92,7 @@ export class Batcher {
   private queue: Pending[] = [];
   private inFlight = 0;
   private timer: NodeJS.Timeout | null = null;
+  private deferTimer: NodeJS.Timeout | null = null;
   private readonly ids: BatchIds;
   private nextOpId = 1;
   private idleWaiters: Array<() => void> = [];
@@ -107,7 +116,7 @@ export class Batcher {
 
   submit(entry: BatchEntry): Promise<OpResult> {
     return new Promise<OpResult>((resolve) => {
-      this.queue.push({ entry, resolve });
+      this.queue.push({ entry, resolve, at: performance.now() });
       this.pump();
     });
   }
@@ -125,7 +134,7 @@ export class Batcher {
 
   private pump(): void {
     while (this.queue.length > 0 && this.inFlight < this.opts.maxInFlight) {
-      if (this.opts.mayStart !== undefined && this.queue.length < this.opts.batchMax && !this.opts.mayStart()) return;
+      if (this.opts.mayStart !== undefined && this.queue.length < this.opts.batchMax && !this.opts.mayStart() && !this.deferredTooLong()) return;
       if (this.inFlight === 0 || this.queue.length >= this.opts.batchMax) {
         this.dispatch();
         continue;
@@ -139,6 +148,22 @@ export class Batcher {
       }
       return;
     }
+  }
+
+  /** True once the oldest operation has been held back by mayStart for maxDeferMs (else a timer is set). */
+  private deferredTooLong(): boolean {
+    const limit = this.opts.maxDeferMs;
+    const oldest = this.queue[0];
+    if (limit === undefined || oldest === undefined) return false;
+    const left = oldest.at + limit - performance.now();
+    if (left <= 0) return true;
+    if (this.deferTimer === null) {
+      this.deferTimer = setTimeout(() => {
+        this.deferTimer = null;
+        this.pump();
+      }, Math.ceil(left));
+    }
+    return false;
   }
 
   private dispatch(): void {
