@@ -315,6 +315,23 @@ describe('Batcher', () => {
     await b.drained();
   });
 
+  test('a pipeline that gives way is held back for at most maxDeferMs, counted from its oldest operation', async () => {
+    const runner = new FakeRunner();
+    const b = new Batcher(runner.run, hooks({ before: [], after: [] }), { batchMax: 64, windowMs: 1, maxInFlight: 1, mayStart: () => false, maxDeferMs: 60 });
+    const t0 = performance.now();
+    const first = b.submit(entry('d0'));
+    await new Promise((r) => setTimeout(r, 30));
+    const second = b.submit(entry('d1'));
+    assert.equal(runner.calls.length, 0, 'still giving way after 30 ms');
+    while (runner.calls.length === 0) await new Promise((r) => setTimeout(r, 2));
+    const waited = performance.now() - t0;
+    assert.ok(waited >= 59 && waited < 200, `started after ${waited.toFixed(0)} ms: the oldest op's 60 ms, not the newest's`);
+    assert.deepEqual(runner.names(), [['d0', 'd1']], 'everything that waited goes in that batch');
+    runner.answer(0);
+    await Promise.all([first, second]);
+    await b.drained();
+  });
+
   test('batchMax is respected with maxInFlight 1; order kept inside and across batches', async () => {
     const runner = new FakeRunner();
     const b = new Batcher(runner.run, hooks({ before: [], after: [] }), { batchMax: 3, windowMs: 5, maxInFlight: 1 });
