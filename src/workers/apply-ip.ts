@@ -52,7 +52,8 @@ const canWatchGone = process.env.BB_EARLY_DELETE !== '0' && existsSync(`${CONF_D
  * Resolves once none of `names` exists any more, checking every millisecond, or with false
  * once `until` settles first. An interface's /proc/sys/net/ipv4/conf/<name> directory
  * disappears while the kernel unregisters it. By then it is already unlisted: `ip link` no
- * longer shows it and its name is free.
+ * longer shows it and its name is free. Every interface with an MTU of at least 68 has that
+ * directory, and network MTUs are validated to that range.
  */
 function allGone(names: readonly string[], until: Promise<unknown>): Promise<boolean> {
   return new Promise((resolve) => {
