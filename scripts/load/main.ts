@@ -88,7 +88,7 @@ export function formatReport(r: LoadResult): string {
   }
   out.push(`errors: ${r.errors.total}`);
   for (const e of r.errors.samples) out.push(`  ${e.count} x ${e.message}`);
-  if (r.plugin !== null) out.push(`plugin pid ${r.plugin.pid}: peak RSS ${r.plugin.peakRssMB} MB (VmHWM), RSS at end of churn ${r.plugin.endRssMB} MB`);
+  if (r.plugin !== null) out.push(`plugin pid ${r.plugin.pid}: peak RSS ${r.plugin.peakRssMB} MB (VmHWM), RSS at end of churn ${r.plugin.endRssMB} MB; with its helper processes ${r.plugin.peakTreeRssMB} MB at most (sampled)`);
   if (r.sandbox !== null) out.push(`sandbox: ${r.sandbox.lines} ip lines in ${r.sandbox.batches} batches`);
   if (r.leakCheck === null) out.push('leak check: skipped');
   else if (r.leakCheck.ok) out.push('leak check: ok (links, iptables and ip6tables rules back to the baseline)');

@@ -4,7 +4,7 @@
 // long-lived endpoints alive throughout, and then checks the kernel is back where it started.
 // Library form: bench/ drives it too. The CLI is main.ts.
 import { randomBytes } from 'node:crypto';
-import { readFileSync, statSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { PluginClient } from './client.js';
 import { compareSnapshots, injectLeak, snapshotKernel, type KernelSnapshot, type LeakKind, type LeakReport } from './kernel.js';
 import { SandboxBatcher } from './sandbox.js';
@@ -65,7 +65,14 @@ export interface LoadResult {
   keep: { count: number; ok: number; seconds: number; perSec: number; rssAfterMB: number | null } | null;
   /** each call of lifecycles run one at a time on the idle plugin */
   lone: Record<string, LatencySummary> | null;
-  plugin: { pid: number; peakRssMB: number; peakRssSampledMB: number; endRssMB: number } | null;
+  plugin: {
+    pid: number;
+    peakRssMB: number;
+    peakRssSampledMB: number;
+    endRssMB: number;
+    /** the plugin with its helper processes (tool launchers, ip and iptables-restore sessions), sampled */
+    peakTreeRssMB: number;
+  } | null;
   sandbox: { batches: number; lines: number } | null;
   leakCheck: (LeakReport & { injected: string | null }) | null;
   /** filled in by main.ts --floor */
@@ -120,6 +127,23 @@ function readRss(pid: number): { rss: number; hwm: number } | null {
   }
 }
 
+/** pid and all its descendants (each thread lists the children it started) */
+function processTree(pid: number): number[] {
+  const out = [pid];
+  for (let i = 0; i < out.length; i++) {
+    const p = out[i] as number;
+    try {
+      for (const tid of readdirSync(`/proc/${p}/task`)) {
+        const kids = readFileSync(`/proc/${p}/task/${tid}/children`, 'utf8').split(' ').filter((x) => x.trim() !== '');
+        for (const k of kids) out.push(Number(k));
+      }
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out;
+}
+
 async function deleteNetworksWith(client: PluginClient, nets: readonly Net[]): Promise<string[]> {
   const failures: string[] = [];
   for (const n of nets) {
@@ -168,12 +192,15 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
   // ---- RSS sampling
   let peakSampled = 0;
   let hwm = 0;
+  let peakTree = 0;
   const sampleRss = (): number | null => {
     if (o.pluginPid === null) return null;
     const r = readRss(o.pluginPid);
     if (r === null) return null;
     peakSampled = Math.max(peakSampled, r.rss);
     hwm = Math.max(hwm, r.hwm);
+    const tree = processTree(o.pluginPid).reduce((sum, p) => sum + (p === o.pluginPid ? r.rss : (readRss(p)?.rss ?? 0)), 0);
+    peakTree = Math.max(peakTree, tree);
     return r.rss;
   };
   const rssTimer = setInterval(sampleRss, 200);
@@ -494,7 +521,7 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
     plugin:
       o.pluginPid === null
         ? null
-        : { pid: o.pluginPid, peakRssMB: round(hwm, 1), peakRssSampledMB: round(peakSampled, 1), endRssMB: round(endRss ?? 0, 1) },
+        : { pid: o.pluginPid, peakRssMB: round(hwm, 1), peakRssSampledMB: round(peakSampled, 1), endRssMB: round(endRss ?? 0, 1), peakTreeRssMB: round(peakTree, 1) },
     sandbox: sandboxer === null ? null : { batches: sandboxer.batches, lines: sandboxer.lines },
     leakCheck: leak,
   };
