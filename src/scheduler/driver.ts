@@ -49,7 +49,7 @@ const BRIDGE_MAX_PORTS = 1024;
  * never idle, and deletions would otherwise wait for a full batch of 256, which then holds
  * rtnl for ~200 ms.
  */
-const DELETE_MAX_DEFER_MS = Number(process.env.BB_DELETE_DEFER_MS ?? 25);
+const DELETE_MAX_DEFER_MS = ((v: number): number => (Number.isFinite(v) && v >= 0 ? v : 25))(Number(process.env.BB_DELETE_DEFER_MS ?? 25));
 
 export interface CreateEndpointRequest {
   readonly NetworkID: NetworkId;
