@@ -57,6 +57,13 @@ export interface BatcherOptions {
    * pipeline for a long time.
    */
   readonly maxDeferMs?: number;
+  /**
+   * How long an idle pipeline waits for company before starting a batch (0: start at once). The
+   * driver returns a small window while many requests are in flight, so the first request of a
+   * burst does not go alone and make the rest of the burst wait for it; a lone request still
+   * starts at once.
+   */
+  readonly gatherMs?: () => number;
   /** called each time one of this pipeline's batches has finished */
   readonly onBatchDone?: () => void;
 }
@@ -135,9 +142,24 @@ export class Batcher {
   private pump(): void {
     while (this.queue.length > 0 && this.inFlight < this.opts.maxInFlight) {
       if (this.opts.mayStart !== undefined && this.queue.length < this.opts.batchMax && !this.opts.mayStart() && !this.deferredTooLong()) return;
-      if (this.inFlight === 0 || this.queue.length >= this.opts.batchMax) {
+      if (this.queue.length >= this.opts.batchMax) {
         this.dispatch();
         continue;
+      }
+      if (this.inFlight === 0) {
+        const gather = this.opts.gatherMs?.() ?? 0;
+        if (gather <= 0) {
+          this.dispatch();
+          continue;
+        }
+        if (this.timer === null) {
+          this.timer = setTimeout(() => {
+            this.timer = null;
+            if (this.queue.length > 0 && this.inFlight < this.opts.maxInFlight) this.dispatch();
+            this.pump();
+          }, gather);
+        }
+        return;
       }
       if (this.timer === null) {
         this.timer = setTimeout(() => {

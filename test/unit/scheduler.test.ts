@@ -332,6 +332,35 @@ describe('Batcher', () => {
     await b.drained();
   });
 
+  test('gatherMs: an idle pipeline waits that long for company; with 0 it starts at once', async () => {
+    const runner = new FakeRunner();
+    let gather = 15;
+    const b = new Batcher(runner.run, hooks({ before: [], after: [] }), { batchMax: 64, windowMs: 1, maxInFlight: 1, gatherMs: () => gather });
+    const t0 = performance.now();
+    const burst = [b.submit(entry('g0'))];
+    assert.equal(runner.calls.length, 0, 'the first of a burst does not go alone');
+    await new Promise((r) => setTimeout(r, 5));
+    burst.push(b.submit(entry('g1')), b.submit(entry('g2')));
+    while (runner.calls.length === 0) await new Promise((r) => setTimeout(r, 1));
+    assert.ok(performance.now() - t0 >= 14, 'waited the window');
+    assert.deepEqual(runner.names(), [['g0', 'g1', 'g2']], 'the burst went as one batch');
+    runner.answer(0);
+    await Promise.all(burst);
+    gather = 0;
+    const lone = b.submit(entry('lone'));
+    assert.deepEqual(runner.names()[1], ['lone'], 'a lone request starts at once');
+    runner.answer(1);
+    await lone;
+    await b.drained();
+    // A full batch never waits for the window.
+    gather = 1000;
+    const full = Array.from({ length: 64 }, (_, i) => b.submit(entry(`f${i}`)));
+    assert.equal(runner.calls.length, 3);
+    runner.answer(2);
+    await Promise.all(full);
+    await b.drained();
+  });
+
   test('batchMax is respected with maxInFlight 1; order kept inside and across batches', async () => {
     const runner = new FakeRunner();
     const b = new Batcher(runner.run, hooks({ before: [], after: [] }), { batchMax: 3, windowMs: 5, maxInFlight: 1 });
