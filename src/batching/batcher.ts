@@ -100,6 +100,8 @@ export class Batcher {
   private inFlight = 0;
   private timer: NodeJS.Timeout | null = null;
   private deferTimer: NodeJS.Timeout | null = null;
+  /** the gather window of the next batch has passed */
+  private gathered = false;
   private readonly ids: BatchIds;
   private nextOpId = 1;
   private idleWaiters: Array<() => void> = [];
@@ -147,15 +149,16 @@ export class Batcher {
         continue;
       }
       if (this.inFlight === 0) {
-        const gather = this.opts.gatherMs?.() ?? 0;
+        const gather = this.gathered ? 0 : (this.opts.gatherMs?.() ?? 0);
         if (gather <= 0) {
           this.dispatch();
           continue;
         }
         if (this.timer === null) {
+          // When the window ends, pump again rather than dispatch: mayStart is asked once more.
           this.timer = setTimeout(() => {
             this.timer = null;
-            if (this.queue.length > 0 && this.inFlight < this.opts.maxInFlight) this.dispatch();
+            this.gathered = true;
             this.pump();
           }, gather);
         }
@@ -189,6 +192,7 @@ export class Batcher {
   }
 
   private dispatch(): void {
+    this.gathered = false;
     if (this.timer !== null) {
       clearTimeout(this.timer);
       this.timer = null;

@@ -44,12 +44,6 @@ export interface DriverOptions {
 /** A Linux bridge takes at most 1024 ports (BR_MAX_PORTS). */
 const BRIDGE_MAX_PORTS = 1024;
 /**
- * Deletions give way to creations (both need the kernel's rtnl lock, and a container start is
- * waited on), but for no longer than this. Under steady arrivals the creation pipeline is
- * never idle, and deletions would otherwise wait for a full batch of 256, which then holds
- * rtnl for ~200 ms.
- */
-/**
  * While at least GATHER_MIN_ACTIVE endpoint requests are in flight, an idle pipeline waits
  * GATHER_MS for company before it starts a batch. Without that, the first request of each burst
  * ran alone and the rest of the burst waited for it: half the batches held one operation (batch
@@ -60,6 +54,12 @@ const BRIDGE_MAX_PORTS = 1024;
  */
 const GATHER_MS = envMs('BB_GATHER_MS', 3);
 const GATHER_MIN_ACTIVE = 8;
+/**
+ * Deletions give way to creations (both need the kernel's rtnl lock, and a container start is
+ * waited on), but for no longer than this. Under steady arrivals the creation pipeline is
+ * never idle, and deletions would otherwise wait for a full batch of 256, which then holds
+ * rtnl for ~200 ms.
+ */
 const DELETE_MAX_DEFER_MS = envMs('BB_DELETE_DEFER_MS', 25);
 
 /** A measurement switch (docs/options.md): a whole number of ms, else the default. */

@@ -361,6 +361,22 @@ describe('Batcher', () => {
     await b.drained();
   });
 
+  test('the end of a gather window does not override a pipeline that gives way', async () => {
+    const runner = new FakeRunner();
+    let mayStart = true;
+    const b = new Batcher(runner.run, hooks({ before: [], after: [] }), { batchMax: 64, windowMs: 1, maxInFlight: 1, gatherMs: () => 10, mayStart: () => mayStart });
+    const p = b.submit(entry('d0'));
+    mayStart = false; // the other pipeline got busy during the window
+    await new Promise((r) => setTimeout(r, 30));
+    assert.equal(runner.calls.length, 0, 'still giving way after the window');
+    mayStart = true;
+    b.poke();
+    assert.deepEqual(runner.names(), [['d0']], 'the window has passed: starts at once when poked');
+    runner.answer(0);
+    await p;
+    await b.drained();
+  });
+
   test('batchMax is respected with maxInFlight 1; order kept inside and across batches', async () => {
     const runner = new FakeRunner();
     const b = new Batcher(runner.run, hooks({ before: [], after: [] }), { batchMax: 3, windowMs: 5, maxInFlight: 1 });
