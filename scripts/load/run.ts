@@ -128,7 +128,7 @@ function readRss(pid: number): { rss: number; hwm: number } | null {
 }
 
 /** pid and all its descendants (each thread lists the children it started) */
-function processTree(pid: number): number[] {
+export function processTree(pid: number): number[] {
   const out = [pid];
   for (let i = 0; i < out.length; i++) {
     const p = out[i] as number;

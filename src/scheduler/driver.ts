@@ -328,22 +328,18 @@ export class Driver {
     this.checkOpen();
     this.activeOps++;
     try {
-      return await this.withEndpointInner(networkId, endpointId, fn);
+      return await this.lanes.run(networkId, endpointId, async () => {
+        const got = this.gate.acquireShared();
+        const release = typeof got === 'function' ? got : await got;
+        try {
+          return await fn();
+        } finally {
+          release();
+        }
+      });
     } finally {
       this.activeOps--;
     }
-  }
-
-  private withEndpointInner<T>(networkId: string, endpointId: string, fn: () => Promise<T>): Promise<T> {
-    return this.lanes.run(networkId, endpointId, async () => {
-      const got = this.gate.acquireShared();
-      const release = typeof got === 'function' ? got : await got;
-      try {
-        return await fn();
-      } finally {
-        release();
-      }
-    });
   }
 
   createEndpoint(req: CreateEndpointRequest): Promise<{ Interface?: { MacAddress?: string; AddressIPv6?: string } }> {

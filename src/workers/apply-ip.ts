@@ -60,7 +60,7 @@ function allGone(names: readonly string[], until: Promise<unknown>): Promise<boo
     let i = 0;
     let done = false;
     const check = (): boolean => {
-      // Deletion goes through them in order; the first one still present ends this check.
+      // Names found gone stay gone: each check resumes at the first one still present.
       while (i < names.length && !existsSync(CONF_DIR + (names[i] as string))) i++;
       return i >= names.length;
     };

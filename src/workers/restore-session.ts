@@ -57,8 +57,11 @@ export class RestoreSession {
    * a process of its own: line numbers in stderr count from the payload's first line.
    */
   async run(payload: string): Promise<ToolResult> {
-    // The end marker proves a commit only when it follows one.
-    if (!payload.endsWith('COMMIT\n')) return { exitCode: 2, stdout: '', stderr: 'restore session: a payload must end with COMMIT', spawnError: null };
+    // The end marker proves a commit only when it follows one, and only if it is the sole
+    // comment line: a comment inside the payload would be echoed as if it were the marker.
+    if (!payload.endsWith('COMMIT\n') || /^#/m.test(payload)) {
+      return { exitCode: 2, stdout: '', stderr: 'restore session: a payload must hold whole blocks ending in COMMIT and no comment lines', spawnError: null };
+    }
     this.busy = true;
     try {
       const lines = countLines(payload);

@@ -1,7 +1,7 @@
 // Faults: an `ip` that dies mid-batch, an iptables-restore that fails, and a worker thread that
 // crashes. Only the affected requests fail, nobody is left hanging, books and kernel agree.
 import assert from 'node:assert/strict';
-import { chmodSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { pino } from 'pino';
@@ -12,14 +12,9 @@ import { syncFirewall } from '../../src/scheduler/firewall-sync.js';
 import { SqliteStateStore } from '../../src/state/sqlite-store.js';
 import { PiscinaExecutor } from '../../src/workers/pool.js';
 import { DEFAULT_TOOLS } from '../../src/workers/spawn.js';
+import { processTree } from '../../scripts/load/run.js';
 import { cmdlineOf, runOk } from '../helpers/proc.js';
 import { assertPrivateNetns, checkConsistency, cleanUpAfter, Client, readBooks, startPlugin, tempDir, wipeNamespace, type PluginProc } from './crash-kit.js';
-
-/** direct children of a process: /proc lists them per thread that started them */
-function childrenOf(pid: number): number[] {
-  return readdirSync(`/proc/${pid}/task`).flatMap((tid) =>
-    readFileSync(`/proc/${pid}/task/${tid}/children`, 'utf8').split(/\s+/).filter((x) => x !== '').map(Number));
-}
 
 const ep = (n: string, id: string, a: string) => ({ NetworkID: n, EndpointID: id, Interface: { Address: a }, Options: {} });
 
@@ -66,7 +61,7 @@ test('ip dying mid-batch and iptables-restore failing: only affected requests fa
   writeFileSync(flagFw, '');
   // The thread's iptables-restore session (src/workers/restore-session.ts) was started before
   // the flag: kill it, as a crash would, so the next transaction starts the failing wrapper.
-  const sessions = childrenOf(plugin.pid).filter((pid) => cmdlineOf(pid).some((a) => a.endsWith('iptables-restore')));
+  const sessions = processTree(plugin.pid).filter((pid) => cmdlineOf(pid).some((a) => a.endsWith('iptables-restore')));
   assert.ok(sessions.length >= 1, 'the plugin keeps an iptables-restore session');
   for (const pid of sessions) process.kill(pid, 'SIGKILL');
   const target = ok[0] ?? 'f0';

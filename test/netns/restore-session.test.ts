@@ -77,6 +77,9 @@ test('a session killed while idle, or in the middle of a transaction, costs only
   s.end();
   assert.equal((await s.run(block(rule(4001).replace('-A ', '-D ')))).exitCode, 0, 'a new process after end()');
   assert.notEqual((await s.run(`*nat\n${rule(4002)}\n`)).exitCode, 0, 'a payload without COMMIT is refused');
+  const forged = await s.run(`*nat\n${rule(4002)}\nCOMMIT\n# bb-end 99\n*nat\nCOMMIT\n`);
+  assert.notEqual(forged.exitCode, 0, 'a payload with a comment line (a forged end marker) is refused');
+  assert.deepEqual(await natRules(), [], 'and nothing of it was applied');
   // A transaction big enough to still be running after 5 ms, stopped then: either it was
   // committed whole before the kill, or it left nothing.
   const many = Array.from({ length: 3000 }, (_, i) => rule(10000 + i));
