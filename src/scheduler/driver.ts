@@ -45,6 +45,8 @@ export interface DriverOptions {
    * be left over (dockerd forgot it) and removed; a younger one makes the new one fail.
    */
   readonly staleEndpointGraceMs?: number;
+  /** see HOLDER_VANISH_WAIT_MS (tests shorten it; no flag: nothing for an operator to tune) */
+  readonly holderVanishWaitMs?: number;
   readonly tools: ToolPaths;
 }
 
@@ -536,7 +538,7 @@ export class Driver {
    */
   private async claimAddress(spec: NetworkSpec, address: string, holder: EndpointRecord, claimant: string): Promise<void> {
     let state = this.holderState(holder);
-    for (const until = Date.now() + HOLDER_VANISH_WAIT_MS; state === 'alive' && Date.now() < until; state = this.holderState(holder)) {
+    for (const until = Date.now() + (this.opts.holderVanishWaitMs ?? HOLDER_VANISH_WAIT_MS); state === 'alive' && Date.now() < until; state = this.holderState(holder)) {
       await sleep(20);
     }
     const what = `Address ${address.slice(0, address.indexOf('/'))} is in use by endpoint ${holder.id} on network ${spec.id}`;

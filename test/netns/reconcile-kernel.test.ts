@@ -20,7 +20,8 @@ test('reconcile repairs damage, via the running plugin and offline', { timeout: 
   const stateDir = join(dir.path, 'state');
   const socketDir = join(dir.path, 'sock');
   const name = 'bbrec';
-  const opts = { name, stateDir, socketDir, logPath: join(dir.path, 'plugin.log'), extraArgs: ['--reconcile-interval-ms', '0'] };
+  // The watchdog would repair the firewall damage before reconcile sees it: this tests reconcile.
+  const opts = { name, stateDir, socketDir, logPath: join(dir.path, 'plugin.log'), extraArgs: ['--reconcile-interval-ms', '0', '--firewall-check-ms', '3600000'] };
   let plugin: PluginProc | null = null;
   const client = new Client(join(socketDir, `${name}.sock`), 5_000);
   cleanUpAfter(t, dir, () => plugin, () => client.close());
@@ -107,7 +108,7 @@ test('reconcile repairs damage, via the running plugin and offline', { timeout: 
   assert.match(r.err, /no books/);
 
   // The restarted plugin finds nothing left to fix, and the periodic timer runs quietly.
-  plugin = await startPlugin({ ...opts, extraArgs: ['--reconcile-interval-ms', '200'] });
+  plugin = await startPlugin({ ...opts, extraArgs: ['--reconcile-interval-ms', '200', '--firewall-check-ms', '3600000'] });
   r = await cli(cliArgs);
   assert.match(r.out, /kernel and books agree/, r.out);
   await runOk(['ip', 'link', 'add', 'bb-orphan2', 'group', mark, 'type', 'bridge']);
