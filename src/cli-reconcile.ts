@@ -5,10 +5,13 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Agent, request } from 'undici';
-import { Books } from './scheduler/books.js';
-import { formatReport, reconcile, type ReconcileReport } from './scheduler/reconcile.js';
+import { Books } from './engine/books.js';
+import type { ReconcileReport } from './engine/reconcile/plan.js';
+import { formatReport, reconcile } from './engine/reconcile/run.js';
+import { createFirewall } from './firewall/index.js';
 import { SqliteStateStore } from './state/sqlite-store.js';
-import { DEFAULT_TOOLS, runTool, type ToolPaths } from './workers/spawn.js';
+import { toolEnv } from './tools/env.js';
+import { DEFAULT_TOOLS, type ToolPaths } from './tools/paths.js';
 
 type Asked = { kind: 'answered'; report: ReconcileReport } | { kind: 'not-running' } | { kind: 'failed'; message: string };
 
@@ -35,18 +38,8 @@ async function reconcileOffline(stateDir: string, tools: ToolPaths, dryRun: bool
   try {
     const books = new Books();
     books.load(store.loadNetworks(), store.loadEndpoints());
-    return await reconcile(
-      {
-        books,
-        store,
-        exec: { exec: (file, args, input) => runTool(file, args, input) },
-        tools,
-        ports: null,
-        log: null,
-        ownerGroup: store.ownerGroup(),
-      },
-      { dryRun },
-    );
+    const env = toolEnv(tools);
+    return await reconcile({ books, store, tools: env, firewall: createFirewall('iptables', env), ports: null, log: null, ownerGroup: store.ownerGroup() }, { dryRun });
   } finally {
     store.close();
   }

@@ -4,11 +4,12 @@ import { parseArgs } from 'node:util';
 import type { LevelWithSilent } from 'pino';
 import { createLogger } from './log.js';
 import { startServer } from './server.js';
-import { DEFAULT_TOOLS, type ToolPaths } from './workers/spawn.js';
+import { environmentHelp, readEnvironment } from './config/environment.js';
 import { isValidIfName } from './domain/names.js';
+import { DEFAULT_TUNING } from './scheduler/pipelines.js';
 import { printPorts } from './cli-ports.js';
 import { runReconcile } from './cli-reconcile.js';
-import { STALE_ENDPOINT_GRACE_MS } from './scheduler/driver.js';
+import { DEFAULT_ENGINE_OPTIONS } from './engine/core.js';
 
 const HELP = `batchbridge — a Docker network driver plugin that does what the built-in bridge
 driver does, batching the kernel work of many endpoints into one transaction.
@@ -25,7 +26,11 @@ serve options:
   --state-dir DIR        where the books (SQLite) live (default: /var/lib/batchbridge)
   --socket-dir DIR       where the plugin socket goes (default: /run/docker/plugins)
   --batch-max N          most operations in one kernel batch (default: 256; 1 = one at a time)
-  --batch-window-ms MS   how long a batch may wait to fill while another one runs (default: 2)
+  --batch-window-ms MS   while 8 or more endpoint requests are in flight, how long an idle pipeline
+                         waits to gather a burst before it starts a batch; a lone request never
+                         waits (default: 3; 0 = never wait)
+  --delete-defer-ms MS   the most a deletion waits for veth creations to finish before its batch
+                         starts anyway (default: 25)
   --workers N            worker threads running kernel batches (default: 2)
   --write-behind-deletes answer DeleteEndpoint under churn once the deletion is durable, before the
                          kernel has removed the veth (faster; see docs/performance.md)
@@ -59,6 +64,9 @@ books itself and fixes the kernel of the namespace it runs in):
   orphan veths and bb-* bridges, and rewrites batchbridge's firewall chains when they drifted.
   Exit status 1 when a fix failed.
 
+Environment (read once at start; for unusual installs, fault injection and measurements):
+${environmentHelp()}
+
 Exit status: 0 on success (serve: after SIGTERM/SIGINT and a clean drain), 1 on error, 2 on bad usage.
 `;
 
@@ -85,14 +93,6 @@ function checkName(name: string): string {
   return name;
 }
 
-function toolsFromEnv(): ToolPaths {
-  return {
-    ...DEFAULT_TOOLS,
-    // Fault injection and unusual installs: point at other binaries (never through a shell).
-    ...(process.env.BB_IP_BIN ? { ip: process.env.BB_IP_BIN } : {}),
-    ...(process.env.BB_IPTABLES_RESTORE_BIN ? { iptablesRestore: process.env.BB_IPTABLES_RESTORE_BIN } : {}),
-  };
-}
 
 async function serve(args: string[]): Promise<number> {
   const { values } = parseArgs({
@@ -105,6 +105,7 @@ async function serve(args: string[]): Promise<number> {
       'socket-dir': { type: 'string' },
       'batch-max': { type: 'string' },
       'batch-window-ms': { type: 'string' },
+      'delete-defer-ms': { type: 'string' },
       workers: { type: 'string' },
       'write-behind-deletes': { type: 'boolean' },
       'max-queue': { type: 'string' },
@@ -126,15 +127,19 @@ async function serve(args: string[]): Promise<number> {
     name: checkName(values.name ?? 'batchbridge'),
     stateDir: values['state-dir'] ?? '/var/lib/batchbridge',
     socketDir: values['socket-dir'] ?? '/run/docker/plugins',
-    batchMax: intFlag(values['batch-max'], 'batch-max', 256, 1, 4096),
-    batchWindowMs: intFlag(values['batch-window-ms'], 'batch-window-ms', 2, 0, 1000),
+    tuning: {
+      ...DEFAULT_TUNING,
+      batchMax: intFlag(values['batch-max'], 'batch-max', DEFAULT_TUNING.batchMax, 1, 4096),
+      gatherMs: intFlag(values['batch-window-ms'], 'batch-window-ms', DEFAULT_TUNING.gatherMs, 0, 1000),
+      deleteDeferMs: intFlag(values['delete-defer-ms'], 'delete-defer-ms', DEFAULT_TUNING.deleteDeferMs, 0, 10_000),
+    },
     workers: intFlag(values.workers, 'workers', 2, 1, 16),
     writeBehindDeletes: values['write-behind-deletes'] === true,
     maxQueue: intFlag(values['max-queue'], 'max-queue', 4096, 1, 1_000_000),
     firewallCheckMs: intFlag(values['firewall-check-ms'], 'firewall-check-ms', 2000, 100, 3_600_000),
     reconcileMs: intFlag(values['reconcile-interval-ms'], 'reconcile-interval-ms', 60_000, 0, 86_400_000),
-    staleEndpointGraceMs: intFlag(values['stale-endpoint-grace-ms'], 'stale-endpoint-grace-ms', STALE_ENDPOINT_GRACE_MS, 0, 3_600_000),
-    tools: toolsFromEnv(),
+    staleEndpointGraceMs: intFlag(values['stale-endpoint-grace-ms'], 'stale-endpoint-grace-ms', DEFAULT_ENGINE_OPTIONS.staleEndpointGraceMs, 0, 3_600_000),
+    ...readEnvironment(),
   };
   const server = await startServer(cfg, log);
   await new Promise<void>((resolve) => {
@@ -163,7 +168,7 @@ export async function main(argv: string[]): Promise<number> {
       case 'ports':
         return await printPorts(rest);
       case 'reconcile':
-        return await runReconcile(rest, toolsFromEnv());
+        return await runReconcile(rest, readEnvironment().tools);
       case undefined:
       case 'help':
       case '--help':

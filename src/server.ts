@@ -5,54 +5,69 @@ import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { buildApp } from './api/app.js';
-import { Driver } from './scheduler/driver.js';
-import { syncFirewall } from './scheduler/firewall-sync.js';
-import { FirewallWatchdog } from './scheduler/firewall-watchdog.js';
-import { reconcileDriver } from './scheduler/reconcile.js';
+import { DockerProtocol } from './api/protocol.js';
+import { DEFAULT_ENGINE_OPTIONS, type EngineOptions } from './engine/core.js';
+import { Engine } from './engine/engine.js';
+import { createFirewall } from './firewall/index.js';
+import type { PipelineTuning } from './scheduler/pipelines.js';
 import { SqliteStateStore } from './state/sqlite-store.js';
+import { toolEnv, type Switches } from './tools/env.js';
+import type { ToolPaths } from './tools/paths.js';
 import { PiscinaExecutor } from './workers/pool.js';
-import type { ToolPaths } from './workers/spawn.js';
-import { writeSysctl } from './workers/sysctl.js';
+import { writeSysctl } from './tools/sysctl.js';
 
 export interface ServeConfig {
   readonly name: string;
   readonly stateDir: string;
   readonly socketDir: string;
-  readonly batchMax: number;
-  readonly batchWindowMs: number;
   readonly workers: number;
-  /** see Driver.deleteBehind (default false) */
+  readonly tuning: PipelineTuning;
+  /** see Endpoints.deleteBehind (default false) */
   readonly writeBehindDeletes?: boolean;
   readonly maxQueue: number;
   readonly firewallCheckMs: number;
   /** reconciliation period (kernel vs books); 0 disables the timer (default 60 s) */
   readonly reconcileMs?: number;
-  /** see DriverOptions.staleEndpointGraceMs */
+  /** see EngineOptions.staleEndpointGraceMs */
   readonly staleEndpointGraceMs?: number;
   readonly tools: ToolPaths;
+  readonly switches: Switches;
+  readonly directSpawn: boolean;
 }
 
 export interface RunningServer {
   readonly socketPath: string;
   readonly app: FastifyInstance;
-  readonly driver: Driver;
+  readonly engine: Engine;
   stop(): Promise<void>;
 }
 
-export async function startServer(cfg: ServeConfig, log: Logger): Promise<RunningServer> {
+/** The engine over its books, worker pool and firewall backend. */
+function openEngine(cfg: ServeConfig, log: Logger): { engine: Engine; exec: PiscinaExecutor; store: SqliteStateStore } {
   const store = new SqliteStateStore(cfg.stateDir);
-  const exec = new PiscinaExecutor(cfg.tools, cfg.workers);
-  // One veth batch at a time: they all queue on the kernel's rtnl lock anyway, and while one runs
-  // the next fills (measured: 1 in flight 486-500/s, 2 in flight 442-470/s; docs/performance.md).
-  const driver = new Driver(store, exec, { batchMax: cfg.batchMax, windowMs: cfg.batchWindowMs, maxInFlight: 1, writeBehindDeletes: cfg.writeBehindDeletes === true, ...(cfg.staleEndpointGraceMs === undefined ? {} : { staleEndpointGraceMs: cfg.staleEndpointGraceMs }), tools: cfg.tools }, log);
+  const exec = new PiscinaExecutor({ tools: cfg.tools, switches: cfg.switches, firewall: 'iptables', directSpawn: cfg.directSpawn }, cfg.workers);
+  // The engine's own tool runs (probes, firewall reads, reconciliation) go through the pool too,
+  // so the thread that answers requests never waits on a tool.
+  const tools = toolEnv(cfg.tools, cfg.switches, (file, args, input) => exec.exec(file, args, input));
+  const opts: EngineOptions = {
+    ...DEFAULT_ENGINE_OPTIONS,
+    ...cfg.tuning,
+    writeBehindDeletes: cfg.writeBehindDeletes === true,
+    ...(cfg.staleEndpointGraceMs === undefined ? {} : { staleEndpointGraceMs: cfg.staleEndpointGraceMs }),
+  };
+  const engine = new Engine({ store, exec, tools, firewall: createFirewall('iptables', tools), log }, opts);
+  return { engine, exec, store };
+}
 
+export async function startServer(cfg: ServeConfig, log: Logger): Promise<RunningServer> {
+  const { engine, exec, store } = openEngine(cfg, log);
   // Containers need forwarding in the namespace the plugin runs in (as dockerd --ip-forward).
   const fwdErr = await writeSysctl({ path: 'net/ipv4/ip_forward', value: '1', optional: false });
   if (fwdErr !== null) throw new Error(`cannot enable IP forwarding: ${fwdErr}`);
-  await syncFirewall(exec, cfg.tools, driver.books);
-  log.info({ networks: driver.books.networks.size, endpoints: driver.books.endpoints.size }, 'books loaded, firewall in place');
+  await engine.syncFirewall();
+  log.info({ networks: engine.books.networks.size, endpoints: engine.books.endpoints.size }, 'books loaded, firewall in place');
   // Before the socket listens: finish or undo what a crash interrupted, remove orphans.
-  const startReport = await reconcileDriver(driver);
+  const startReport = await engine.reconcile();
   log.info({ findings: startReport.findings.length, ms: Math.round(startReport.ms) }, 'reconciled at start');
 
   const reconcileMs = cfg.reconcileMs ?? 60_000;
@@ -62,7 +77,8 @@ export async function startServer(cfg: ServeConfig, log: Logger): Promise<Runnin
       ? setInterval(() => {
           if (reconciling) return;
           reconciling = true;
-          reconcileDriver(driver)
+          engine
+            .reconcile()
             .catch((err: unknown) => log.error({ err }, 'periodic reconcile failed'))
             .finally(() => {
               reconciling = false;
@@ -71,11 +87,11 @@ export async function startServer(cfg: ServeConfig, log: Logger): Promise<Runnin
       : null;
   reconcileTimer?.unref();
 
-  const watchdog = new FirewallWatchdog(driver, exec, cfg.tools, log, cfg.firewallCheckMs);
+  const watchdog = engine.watchdog(cfg.firewallCheckMs);
   watchdog.start();
 
   const app = await buildApp({
-    driver,
+    protocol: new DockerProtocol(engine),
     logger: log,
     maxQueue: cfg.maxQueue,
     maxEventLoopDelayMs: 1000,
@@ -87,7 +103,7 @@ export async function startServer(cfg: ServeConfig, log: Logger): Promise<Runnin
     // dockerd restart flushes only its own DOCKER* chains).
     onActivate: async () => {
       void watchdog.check();
-      await driver.settleVanished();
+      await engine.settleVanished();
     },
   });
 
@@ -110,9 +126,9 @@ export async function startServer(cfg: ServeConfig, log: Logger): Promise<Runnin
       if (reconcileTimer !== null) clearInterval(reconcileTimer);
       // Stop accepting, let in-flight requests finish (they wait for their batches).
       const closed = app.close();
-      await driver.drain();
+      await engine.drain();
       await closed;
-      await driver.close();
+      await engine.close();
       await exec.close();
       store.close();
       try {
@@ -124,5 +140,5 @@ export async function startServer(cfg: ServeConfig, log: Logger): Promise<Runnin
     })();
     return stopping;
   };
-  return { socketPath, app, driver, stop };
+  return { socketPath, app, engine, stop };
 }

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { describe, test, type TestContext } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import { buildApp } from '../../src/api/app.js';
-import { OPT } from '../../src/domain/network-spec.js';
+import { OPT } from '../../src/api/network-options.js';
 import { rig, silent, type Rig } from './driver-rig.js';
 
 const PLUGIN_CT = 'application/vnd.docker.plugins.v1.2+json';
@@ -11,7 +11,7 @@ const PLUGIN_CT = 'application/vnd.docker.plugins.v1.2+json';
 async function app(t: TestContext, onActivate?: () => void): Promise<{ app: FastifyInstance; r: Rig }> {
   const r = rig(t);
   const a = await buildApp({
-    driver: r.driver,
+    protocol: r.driver,
     logger: silent,
     maxQueue: 10_000,
     maxEventLoopDelayMs: 60_000,
@@ -186,7 +186,7 @@ describe('errors', () => {
     assert.match(overlap.body.Err as string, /networks have overlapping IPv4$/);
     assert.equal((await post(a, '/NetworkDriver.CreateEndpoint', { NetworkID: NET, EndpointID: 'e1', Interface: { Address: '198.18.20.2/24' } })).status, 200);
     const dupEp = await post(a, '/NetworkDriver.CreateEndpoint', { NetworkID: NET, EndpointID: 'e1', Interface: { Address: '198.18.20.3/24' } });
-    assert.deepEqual([dupEp.status, dupEp.body.Err], [409, 'Endpoint (e1) already exists (Only one endpoint allowed): this request differs in Interface.Address']);
+    assert.deepEqual([dupEp.status, dupEp.body.Err], [409, 'Endpoint (e1) already exists (Only one endpoint allowed): this request differs in its IPv4 address']);
     const again = await post(a, '/NetworkDriver.CreateEndpoint', { NetworkID: NET, EndpointID: 'e1', Interface: { Address: '198.18.20.2/24' } });
     assert.deepEqual([again.status, again.body], [200, { Interface: { MacAddress: '02:42:c6:12:14:02' } }], 'the same request again gets the same reply');
     // teardown of unknown things is success

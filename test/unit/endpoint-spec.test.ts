@@ -2,9 +2,11 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { parseCidr } from '../../src/domain/addr.js';
-import { ipv6FromMac, macFromIpv4, parseMac, resolveEndpointAddresses } from '../../src/domain/endpoint-spec.js';
+import { resolveEndpointAddresses } from '../../src/api/endpoint-request.js';
+import { OPT, parseNetworkSpec } from '../../src/api/network-options.js';
+import { ipv6FromMac, macFromIpv4, parseMac } from '../../src/domain/endpoint-spec.js';
 import { parseNetworkId } from '../../src/domain/names.js';
-import { OPT, parseNetworkSpec, type NetworkSpec } from '../../src/domain/network-spec.js';
+import type { NetworkSpec } from '../../src/domain/network-spec.js';
 import { InvalidAddressError, InvalidRequestError, NotSupportedError } from '../../src/errors.js';
 
 const ID = parseNetworkId('feedfacecafe0001');

@@ -2,8 +2,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { parseNetworkId } from '../../src/domain/names.js';
-import { parseNetworkSpec } from '../../src/domain/network-spec.js';
-import { planReconcile, type KernelLink, type ReconcileInput } from '../../src/scheduler/reconcile.js';
+import { parseNetworkSpec } from '../../src/api/network-options.js';
+import { planReconcile, type KernelLink, type ReconcileInput } from '../../src/engine/reconcile/plan.js';
 import type { EndpointRecord, Intent, NetworkRecord } from '../../src/state/records.js';
 
 const spec = parseNetworkSpec({ NetworkID: parseNetworkId('net0000000001'), Options: {}, IPv4Data: [{ Pool: '198.18.20.0/24' }], IPv6Data: [] });

@@ -1,7 +1,13 @@
 // What a network's bridge should carry: its addresses and sysctls. Used when the network is
-// created (driver.ts) and when reconciliation re-creates or repairs it (reconcile.ts).
-import type { SysctlWrite } from '../batching/ops.js';
-import type { NetworkSpec } from '../domain/network-spec.js';
+// created and when reconciliation re-creates or repairs it.
+import type { NetworkSpec } from './network-spec.js';
+
+/** A sysctl to set in the plugin's network namespace. */
+export interface SysctlWrite {
+  readonly path: string; // relative to /proc/sys, e.g. "net/ipv6/conf/bb-x/accept_ra"
+  readonly value: string;
+  readonly optional: boolean; // missing file is fine (IPv6 disabled on the host)
+}
 
 export function bridgeAddrs(spec: NetworkSpec): string[] {
   const out: string[] = [];

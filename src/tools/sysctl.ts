@@ -2,7 +2,7 @@
 // The path is checked even though every caller builds it from validated names: a sysctl write is
 // as powerful as a kernel script line.
 import { readFile, writeFile } from 'node:fs/promises';
-import type { SysctlWrite } from '../batching/ops.js';
+import type { SysctlWrite } from '../domain/network-setup.js';
 
 /** Writes the value unless it is already set; returns an error text, or null on success. */
 export async function writeSysctl(s: SysctlWrite): Promise<string | null> {

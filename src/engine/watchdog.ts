@@ -1,17 +1,16 @@
 // Keeps our firewall rules in place while the plugin runs. Someone may flush a table, one of our
 // chains or a single DNAT bucket (a firewall reload, `iptables -F`, a script): every check counts
-// all our rules per chain and owner against the books (firewallDrift), and a difference seen in
-// two checks in a row makes it rewrite our chains from the books under the exclusive gate.
+// all our rules per chain and owner against the books (the backend's verify), and a difference
+// seen in two checks in a row makes it rewrite our rules from the books under the exclusive gate.
 //
 // Why two checks: the comparison leaves out endpoints with an operation in flight, but a
 // Program/Revoke can start and finish between the kernel read and the books read; a real loss
 // stays, a race does not. The second check comes soon after the first, so a loss is repaired
 // within about one interval plus CONFIRM_MS (the issue's bound is 5 s; the default interval 2 s).
 import type { Logger } from 'pino';
-import type { KernelExecutor } from '../workers/pool.js';
-import type { ToolPaths } from '../workers/spawn.js';
-import type { Driver } from './driver.js';
-import { firewallDrift, syncFirewall, type CensusDifference } from './firewall-sync.js';
+import type { CensusDifference } from '../firewall/types.js';
+import type { EngineCore } from './core.js';
+import { firewallState } from './firewall-state.js';
 
 const CONFIRM_MS = 250;
 
@@ -27,9 +26,7 @@ export class FirewallWatchdog {
   lastRestoreAt: number | null = null;
 
   constructor(
-    private readonly driver: Driver,
-    private readonly exec: KernelExecutor,
-    private readonly tools: ToolPaths,
+    private readonly core: EngineCore,
     private readonly log: Logger,
     private readonly intervalMs: number,
   ) {}
@@ -52,7 +49,7 @@ export class FirewallWatchdog {
     this.checking = true;
     let diffs: CensusDifference[] | null;
     try {
-      diffs = await firewallDrift(this.exec, this.tools, this.driver.books, () => this.driver.changingFirewallOwners());
+      diffs = await this.core.firewall.verify(firewallState(this.core.books), () => this.changingEndpoints());
     } catch (err) {
       this.log.error({ err }, 'firewall check failed');
       return;
@@ -80,16 +77,20 @@ export class FirewallWatchdog {
     }
   }
 
+  /**
+   * Endpoints whose rules may be changing right now (an operation in flight), or null while
+   * network-wide work (a network created or deleted, reconciliation) is in progress.
+   */
+  private changingEndpoints(): Set<string> | null {
+    if (this.core.gate.exclusiveActive) return null;
+    return new Set(this.core.lanes.activeEndpoints());
+  }
+
   private async resync(diffs: readonly CensusDifference[]): Promise<void> {
     this.resyncing = true;
     try {
       // Under the exclusive gate, so no batch changes rules while we rewrite our chains.
-      const release = await this.driver.gate.acquireExclusive();
-      try {
-        await syncFirewall(this.exec, this.tools, this.driver.books);
-      } finally {
-        release();
-      }
+      await this.core.exclusively(() => this.core.firewall.sync(firewallState(this.core.books)));
       this.restores++;
       this.lastRestoreAt = Date.now();
       this.log.warn({ differences: diffs.slice(0, 20).map((d) => `${d.key}: ${d.have} rule(s), want ${d.want}`), total: diffs.length }, 'firewall rules restored');

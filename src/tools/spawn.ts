@@ -5,29 +5,11 @@
 // of the whole plugin, so every tool start got slower as the plugin's memory grew (measured
 // here: ~1 ms at 50 MB RSS, 6 ms at 150 MB, 13 ms at 250 MB — most of a batch's own cost). Each
 // thread that runs tools therefore keeps one small, long-lived Node process (launcher.ts) that
-// does the fork+exec for it and sends the result back over IPC. BB_DIRECT_SPAWN=1 starts tools
-// directly instead; so does any thread whose launcher cannot be started.
+// does the fork+exec for it and sends the result back over IPC. Without a launcher (the
+// `directSpawn` switch, or one that cannot be started) tools are started directly.
 import { fork, type ChildProcess } from 'node:child_process';
 import type { Socket } from 'node:net';
 import { execa } from 'execa';
-
-export interface ToolPaths {
-  readonly ip: string;
-  readonly iptablesRestore: string;
-  readonly ip6tablesRestore: string;
-  readonly iptablesSave: string;
-  readonly ip6tablesSave: string;
-  readonly conntrack: string;
-}
-
-export const DEFAULT_TOOLS: ToolPaths = {
-  ip: 'ip',
-  iptablesRestore: 'iptables-restore',
-  ip6tablesRestore: 'ip6tables-restore',
-  iptablesSave: 'iptables-save',
-  ip6tablesSave: 'ip6tables-save',
-  conntrack: 'conntrack',
-};
 
 export interface ToolResult {
   readonly exitCode: number;
@@ -73,6 +55,12 @@ export interface LaunchReply {
 
 let launcher: ChildProcess | null = null;
 let launcherBroken = false;
+let directSpawn = false;
+
+/** Start tools directly from this thread instead of through its launcher (a measurement switch). */
+export function setDirectSpawn(on: boolean): void {
+  directSpawn = on;
+}
 let nextId = 1;
 const waiting = new Map<number, (r: ToolResult) => void>();
 
@@ -85,7 +73,7 @@ function failAll(why: string): void {
 
 function getLauncher(): ChildProcess | null {
   if (launcher !== null) return launcher;
-  if (launcherBroken || process.env.BB_DIRECT_SPAWN === '1') return null;
+  if (launcherBroken || directSpawn) return null;
   try {
     const child = fork(new URL('./launcher.js', import.meta.url), [], {
       // A small heap keeps this process small, which is the point: its forks stay cheap.
@@ -141,7 +129,7 @@ export function runTool(file: string, args: readonly string[], input?: string, t
   });
 }
 
-/** A long-lived tool reading commands on stdin (ip-session.ts, restore-session.ts). */
+/** A long-lived tool reading commands on stdin (see session.ts). */
 export interface StreamingTool {
   write(text: string): void;
   /** keep the thread alive while an answer is awaited (an idle session never does) */

@@ -7,72 +7,13 @@
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
-import { InvalidPortError, InvalidRequestError, PortAllocatedError } from '../errors.js';
-import { parseCidr, parseIp } from '../domain/addr.js';
+import { parseCidr } from '../domain/addr.js';
 import type { NetworkSpec } from '../domain/network-spec.js';
-import type { EndpointRecord, ExposedPort, PortMapping, Proto, RequestedBinding } from '../state/records.js';
+import type { PortMapping, Proto, RequestedBinding } from '../domain/publishing.js';
+import { InvalidPortError, PortAllocatedError } from '../errors.js';
+import type { EndpointRecord } from '../state/records.js';
 
 export type PortRequest = RequestedBinding;
-
-const PROTOS: Record<number, Proto> = { 6: 'tcp', 17: 'udp', 132: 'sctp' };
-
-function parseProto(v: unknown, where: string): Proto {
-  if (typeof v === 'number' && PROTOS[v] !== undefined) return PROTOS[v];
-  if (v === 'tcp' || v === 'udp' || v === 'sctp') return v;
-  throw new InvalidPortError(`${where}: unknown protocol ${JSON.stringify(v)} (tcp 6, udp 17, sctp 132)`);
-}
-
-function parsePort(v: unknown, where: string, allowZero: boolean): number {
-  if (v === undefined || v === null) {
-    if (allowZero) return 0;
-    throw new InvalidPortError(`${where}: missing port`);
-  }
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < (allowZero ? 0 : 1) || v > 65535) {
-    throw new InvalidPortError(`${where}: invalid port ${JSON.stringify(v)}`);
-  }
-  return v;
-}
-
-/** Reads com.docker.network.portmap and com.docker.network.endpoint.exposedports. */
-export function parsePortOptions(options: Record<string, unknown>): { requested: RequestedBinding[]; exposed: ExposedPort[] } {
-  const requested: RequestedBinding[] = [];
-  const exposed: ExposedPort[] = [];
-  const pm = options['com.docker.network.portmap'];
-  if (pm !== undefined && pm !== null) {
-    if (!Array.isArray(pm)) throw new InvalidRequestError('com.docker.network.portmap must be a list');
-    if (pm.length > 65536) throw new InvalidRequestError('com.docker.network.portmap is too long');
-    pm.forEach((b: unknown, i) => {
-      const where = `com.docker.network.portmap[${i}]`;
-      if (b === null || typeof b !== 'object' || Array.isArray(b)) throw new InvalidRequestError(`${where} must be an object`);
-      const o = b as Record<string, unknown>;
-      const proto = parseProto(o.Proto, where);
-      const containerPort = parsePort(o.Port, where, false);
-      const hostPort = parsePort(o.HostPort, where, true);
-      let hostPortEnd = parsePort(o.HostPortEnd, where, true);
-      if (hostPortEnd === 0) hostPortEnd = hostPort;
-      if (hostPort === 0 && hostPortEnd !== 0) throw new InvalidPortError(`invalid port range: ${hostPort}-${hostPortEnd}`);
-      if (hostPortEnd < hostPort) throw new InvalidPortError(`invalid port range: ${hostPort}-${hostPortEnd}`);
-      let hostIp = '';
-      if (o.HostIP !== undefined && o.HostIP !== null && o.HostIP !== '') {
-        if (typeof o.HostIP !== 'string') throw new InvalidRequestError(`${where}.HostIP must be a string`);
-        hostIp = parseIp(o.HostIP, `${where}.HostIP`).ip;
-      }
-      requested.push({ proto, containerPort, hostIp, hostPort, hostPortEnd });
-    });
-  }
-  const ex = options['com.docker.network.endpoint.exposedports'];
-  if (ex !== undefined && ex !== null) {
-    if (!Array.isArray(ex)) throw new InvalidRequestError('com.docker.network.endpoint.exposedports must be a list');
-    if (ex.length > 65536) throw new InvalidRequestError('com.docker.network.endpoint.exposedports is too long');
-    ex.forEach((b: unknown, i) => {
-      const where = `com.docker.network.endpoint.exposedports[${i}]`;
-      if (b === null || typeof b !== 'object' || Array.isArray(b)) throw new InvalidRequestError(`${where} must be an object`);
-      const o = b as Record<string, unknown>;
-      exposed.push({ proto: parseProto(o.Proto, where), port: parsePort(o.Port, where, false) });
-    });
-  }
-  return { requested, exposed };
-}
 
 type Holder = { kind: 'tcp'; server: Server } | { kind: 'udp'; socket: UdpSocket } | { kind: 'none' };
 

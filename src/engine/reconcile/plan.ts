@@ -1,12 +1,15 @@
-// Reconciliation: make the kernel match the books, and the books match what dockerd was told.
+// Reconciliation, the pure half: books + unfinished intents + a kernel snapshot → findings and
+// the fixes (one `ip -force -batch` script rendered from the ip vocabulary, sysctls, book
+// changes). Unit-tested without a kernel; run.ts reads the kernel and applies the plan.
+//
+// Reconciliation makes the kernel match the books, and the books match what the runtime was told.
 //
 // Runs at start (before the socket listens), on a timer and on demand (`batchbridge reconcile`),
 // always under the driver's exclusive gate, so no batch runs beside it. Two parts:
 //
-//  - planReconcile(): pure. Books + unfinished intents + a kernel snapshot → findings and the
-//    fixes (one `ip -force -batch` script, sysctls, book changes). Unit-tested without a kernel.
-//  - reconcile(): reads the kernel (`ip -j -d addr show`, iptables-save), applies the plan,
-//    commits the book changes, then rewrites our firewall chains from the books when they differ.
+//  - planReconcile() (here): pure.
+//  - reconcile() (run.ts): reads the kernel (`ip -j -d addr show`, the firewall), applies the
+//    plan, commits the book changes, then rewrites our firewall rules when they differ.
 //
 // Decisions (docs/reliability.md has the reasoning):
 //  - Unfinished intents: a create that was never booked is undone (dockerd got an error and
@@ -23,39 +26,14 @@
 //    get it (the books say they are ours).
 //  - Rules: our chains are rewritten from the books (syncFirewall) whenever the rules in them,
 //    counted per owner tag (bb:net=… / bb:ep=…), differ from what the books want.
-import type { Logger } from 'pino';
-import type { SysctlWrite } from '../batching/ops.js';
-import { parseIpErrors } from '../batching/plan-ip.js';
-import { readHookState } from '../batching/plan-firewall.js';
-import { parseCidr } from '../domain/addr.js';
-import { isValidIfName } from '../domain/names.js';
-import { KernelError } from '../errors.js';
-import type { EndpointRecord, Intent, NetworkRecord } from '../state/records.js';
-import type { BookChanges, StateStore } from '../state/store.js';
-import type { KernelExecutor } from '../workers/pool.js';
-import type { ToolPaths } from '../workers/spawn.js';
-import { writeSysctl } from '../workers/sysctl.js';
-import type { Books } from './books.js';
-import type { Driver } from './driver.js';
-import { desiredRules, syncFirewall } from './firewall-sync.js';
-import { bridgeAddrs, networkSysctls } from './network-setup.js';
-import type { PortAllocator } from './ports.js';
+import { bridgeAddrs, networkSysctls, type SysctlWrite } from '../../domain/network-setup.js';
+import { renderIpLine, type IpLine } from '../../ip/lines.js';
+import { RECONCILE_LINK_GROUP } from '../../ip/ops.js';
+import { normAddr, type KernelLink } from '../../ip/read.js';
+import type { EndpointRecord, Intent, NetworkRecord } from '../../state/records.js';
 
-/** Link group for reconciliation's veth deletions (the batcher uses 0x62620000..0x62620fff). */
-export const RECONCILE_LINK_GROUP = 0x62621000;
-
-// ------------------------------------------------------------------------------------- input
-
-export interface KernelLink {
-  readonly name: string;
-  readonly kind: string | null;
-  readonly master: string | null;
-  readonly up: boolean;
-  /** "ip/prefix", canonical */
-  readonly addrs: readonly string[];
-  /** link group (0: default); ours when it is our ownership mark */
-  readonly group?: number;
-}
+export type { KernelLink } from '../../ip/read.js';
+export { RECONCILE_LINK_GROUP } from '../../ip/ops.js';
 
 export interface KernelSnapshot {
   readonly links: ReadonlyMap<string, KernelLink>;
@@ -100,7 +78,7 @@ export interface Finding {
 
 export interface ReconcilePlan {
   readonly findings: Finding[];
-  /** lines of one `ip -force -batch -` script; every name in them passed isValidIfName */
+  /** lines of one `ip -force -batch -` script, rendered by the ip vocabulary (checked values) */
   readonly ipLines: string[];
   readonly sysctls: SysctlWrite[];
   readonly deleteEndpoints: string[];
@@ -122,21 +100,6 @@ export interface ReconcileReport {
 
 // ---------------------------------------------------------------------------------- planning
 
-function normAddr(a: string): string {
-  try {
-    const c = parseCidr(a, 'address');
-    return `${c.ip}/${c.prefix}`;
-  } catch {
-    return a;
-  }
-}
-
-function safe(name: string): string {
-  // Names come from our own books or the kernel; still, nothing that is not a valid interface
-  // name ever reaches a script line.
-  if (!isValidIfName(name)) throw new KernelError(`refusing interface name ${JSON.stringify(name.slice(0, 40))}`);
-  return name;
-}
 
 /** Pure: what is wrong and how to fix it. Does not touch the kernel, the store or the books. */
 export function planReconcile(input: ReconcileInput): ReconcilePlan {
@@ -164,9 +127,9 @@ class PlanState {
   /** bridges an interrupted intent made that no booked network uses */
   readonly candidateOrphanBridges = new Set<string>();
   /** lines that create bridges (first in the script) */
-  readonly early: string[] = [];
+  readonly early: IpLine[] = [];
   /** addresses, enslaving, up/down, marks (after the veth removals) */
-  readonly late: string[] = [];
+  readonly late: IpLine[] = [];
   readonly sysctls: SysctlWrite[] = [];
 
   constructor(readonly input: ReconcileInput) {
@@ -209,8 +172,8 @@ class PlanState {
   releaseUserBridge(bridge: string, addrs: readonly string[], restoreDown: boolean): void {
     const l = this.link(bridge);
     if (l === undefined || [...this.networks.values()].some((n) => n.spec.bridge === bridge)) return;
-    for (const a of addrs) if (l.addrs.includes(normAddr(a))) this.late.push(`address del ${normAddr(a)} dev ${safe(bridge)}`);
-    if (restoreDown && l.up) this.late.push(`link set dev ${safe(bridge)} down`);
+    for (const a of addrs) if (l.addrs.includes(normAddr(a))) this.late.push({ op: 'addr-del', addr: a, dev: bridge });
+    if (restoreDown && l.up) this.late.push({ op: 'link-down', dev: bridge });
   }
 
   finish(): ReconcilePlan {
@@ -218,16 +181,16 @@ class PlanState {
     for (const e of this.endpoints.values()) this.vethDeletes.delete(e.host);
     // Script order: new bridges, then veth removals (one link group, one RCU wait), then
     // addresses/enslaving/up, then bridge removals.
-    const script: string[] = [...this.early];
+    const script: IpLine[] = [...this.early];
     if (this.vethDeletes.size > 0) {
-      for (const v of this.vethDeletes) script.push(`link set dev ${safe(v)} group ${RECONCILE_LINK_GROUP}`);
-      script.push(`link del group ${RECONCILE_LINK_GROUP}`);
+      for (const v of this.vethDeletes) script.push({ op: 'set-group', dev: v, group: RECONCILE_LINK_GROUP });
+      script.push({ op: 'del-group', group: RECONCILE_LINK_GROUP });
     }
     script.push(...this.late);
-    for (const b of this.bridgeDeletes) script.push(`link del dev ${safe(b)}`);
+    for (const b of this.bridgeDeletes) script.push({ op: 'link-del', dev: b });
     return {
       findings: this.findings,
-      ipLines: script,
+      ipLines: script.map(renderIpLine),
       sysctls: this.sysctls,
       deleteEndpoints: [...this.deleteEndpoints],
       deleteNetworks: [...this.deleteNetworks],
@@ -327,10 +290,10 @@ function checkNetworks(st: PlanState): void {
     if (link === undefined) {
       const rec: NetworkRecord = n.createdBridge ? n : { ...n, createdBridge: true, addedAddrs: [] };
       if (!n.createdBridge) st.putNetworks.set(n.spec.id, rec);
-      st.early.push(`link add name ${safe(br)} group ${mark} address ${n.spec.bridgeMac}${n.spec.mtu > 0 ? ` mtu ${n.spec.mtu}` : ''} type bridge`);
+      st.early.push({ op: 'bridge-add', name: br, group: mark, mac: n.spec.bridgeMac, mtu: n.spec.mtu });
       st.sysctls.push(...networkSysctls(n.spec));
-      for (const a of bridgeAddrs(n.spec)) st.late.push(`address add ${normAddr(a)} dev ${br}`);
-      st.late.push(`link set dev ${br} up`);
+      for (const a of bridgeAddrs(n.spec)) st.late.push({ op: 'addr-add', addr: a, dev: br });
+      st.late.push({ op: 'link-up', dev: br });
       st.note('bridge-missing', br, `bridge of network ${n.spec.id} is missing: ${st.act('re-created', 'would be re-created')} with its addresses${n.createdBridge ? '' : ' (the user-made bridge was gone; it is ours now and goes with the network)'}`);
       continue;
     }
@@ -339,19 +302,19 @@ function checkNetworks(st: PlanState): void {
       continue;
     }
     if (n.createdBridge && link.group !== mark) {
-      st.late.push(`link set dev ${safe(br)} group ${mark}`);
+      st.late.push({ op: 'set-group', dev: br, group: mark });
       st.note('ownership-mark', br, `bridge of network ${n.spec.id} lacks our ownership mark (made by an older version): ${st.act('marked', 'would be marked')}`);
     }
     const wanted = n.createdBridge ? bridgeAddrs(n.spec) : n.addedAddrs;
     for (const a of wanted) {
       const na = normAddr(a);
       if (!link.addrs.includes(na)) {
-        st.late.push(`address add ${na} dev ${safe(br)}`);
+        st.late.push({ op: 'addr-add', addr: na, dev: br });
         st.note('address-missing', br, `address ${na} of network ${n.spec.id} is missing: ${st.act('added', 'would be added')}`);
       }
     }
     if (!link.up) {
-      st.late.push(`link set dev ${safe(br)} up`);
+      st.late.push({ op: 'link-up', dev: br });
       st.note('bridge-down', br, `bridge of network ${n.spec.id} is down: ${st.act('set up', 'would be set up')}`);
     }
   }
@@ -373,10 +336,10 @@ function checkEndpoints(st: PlanState): void {
       st.note('endpoint-vanished', e.id, `veth ${e.host} of endpoint ${e.id} is gone (its container's namespace died): endpoint ${st.act('unbooked', 'would be unbooked')}${e.mappings.length > 0 ? `, ${e.mappings.length} binding(s) released` : ''}`);
       continue;
     }
-    if (link.group !== st.input.ownerGroup) st.late.push(`link set dev ${safe(e.host)} group ${st.input.ownerGroup}`);
+    if (link.group !== st.input.ownerGroup) st.late.push({ op: 'set-group', dev: e.host, group: st.input.ownerGroup });
     if (link.master !== net.spec.bridge) {
-      st.late.push(`link set dev ${safe(e.host)} master ${safe(net.spec.bridge)}`);
-      st.late.push(`link set dev ${e.host} up`);
+      st.late.push({ op: 'set-master', dev: e.host, master: net.spec.bridge });
+      st.late.push({ op: 'link-up', dev: e.host });
       st.note('veth-detached', e.host, `veth of endpoint ${e.id} is ${link.master === null ? 'on no bridge' : `on ${link.master}`}: ${st.act('put back', 'would be put back')} on ${net.spec.bridge}`);
     }
   }
@@ -404,205 +367,3 @@ function findOrphans(st: PlanState): void {
   }
 }
 
-/** Pure: parse `ip -j -d addr show`. */
-export function parseKernelLinks(json: string): KernelSnapshot {
-  const arr = JSON.parse(json === '' ? '[]' : json) as Array<{
-    ifname?: unknown;
-    master?: unknown;
-    flags?: unknown;
-    group?: unknown;
-    linkinfo?: { info_kind?: unknown };
-    addr_info?: Array<{ local?: unknown; prefixlen?: unknown }>;
-  }>;
-  const links = new Map<string, KernelLink>();
-  for (const l of arr) {
-    if (typeof l.ifname !== 'string') continue;
-    const addrs = (l.addr_info ?? []).flatMap((a) => (typeof a.local === 'string' && typeof a.prefixlen === 'number' ? [normAddr(`${a.local}/${a.prefixlen}`)] : []));
-    links.set(l.ifname, {
-      name: l.ifname,
-      kind: typeof l.linkinfo?.info_kind === 'string' ? l.linkinfo.info_kind : null,
-      master: typeof l.master === 'string' ? l.master : null,
-      up: Array.isArray(l.flags) && l.flags.includes('UP'),
-      addrs,
-      group: parseGroup(l.group),
-    });
-  }
-  return { links };
-}
-
-/** `ip -j` prints a link group as a number, or as its name from /etc/iproute2/group ("default"). */
-function parseGroup(v: unknown): number {
-  const n = typeof v === 'number' ? v : typeof v === 'string' && /^\d+$/.test(v) ? Number(v) : 0;
-  return Number.isSafeInteger(n) ? n : 0;
-}
-
-const TAG_RE = /--comment "?(bb:(?:net|ep)=[A-Za-z0-9_-]+)"?/;
-
-function countTags(lines: Iterable<string>): Map<string, number> {
-  const out = new Map<string, number>();
-  for (const l of lines) {
-    const m = TAG_RE.exec(l);
-    const tag = m?.[1] ?? '(untagged)';
-    out.set(tag, (out.get(tag) ?? 0) + 1);
-  }
-  return out;
-}
-
-/**
- * Pure: how the rules in our chains (from `iptables-save`) differ from what the books want,
- * counted per owner tag. Empty when they agree and every hook rule is present exactly once.
- */
-export function diffFirewall(save: string, books: Books, family: 4 | 6, dryRun = false): Finding[] {
-  const have = countTags(save.split('\n').filter((l) => l.startsWith('-A BB-')));
-  // Inserted rules (internal networks' drops, "-I CHAIN 1 …") show up as "-A" in iptables-save.
-  const want = countTags(desiredRules(books, family).filter((r) => r.line.startsWith('-A ') || r.line.startsWith('-I ')).map((r) => r.line));
-  const fix = dryRun ? 'chains would be rewritten from the books' : 'chains rewritten from the books';
-  const out: Finding[] = [];
-  for (const tag of new Set([...have.keys(), ...want.keys()])) {
-    const h = have.get(tag) ?? 0;
-    const w = want.get(tag) ?? 0;
-    if (h === w) continue;
-    const what = w === 0 ? 'no booking explains them' : h < w ? 'some are missing' : 'some are extra';
-    out.push({ kind: 'firewall-drift', subject: tag, detail: `IPv${family}: ${h} rule(s) tagged ${tag} in our chains, the books want ${w} (${what}): ${fix}` });
-  }
-  const hooks = readHookState(save);
-  if (hooks.forwardJumps !== 1 || hooks.preroutingJumps !== 1 || hooks.outputJumps !== 1 || hooks.postroutingJumps !== 1) {
-    out.push({ kind: 'firewall-drift', subject: 'hooks', detail: `IPv${family}: the jumps into our chains are not each present exactly once: ${dryRun ? 'would be restored' : 'restored'}` });
-  }
-  return out;
-}
-
-// ------------------------------------------------------------------------------ kernel part
-
-export interface ReconcileTarget {
-  readonly books: Books;
-  readonly store: StateStore;
-  /** only exec() is used */
-  readonly exec: Pick<KernelExecutor, 'exec'>;
-  readonly tools: ToolPaths;
-  readonly ports: PortAllocator | null;
-  readonly log: Logger | null;
-  /** our ownership mark (StateStore.ownerGroup) */
-  readonly ownerGroup: number;
-}
-
-export interface ReconcileOptions {
-  /** report only; change nothing */
-  readonly dryRun?: boolean;
-}
-
-async function readKernel(t: ReconcileTarget): Promise<KernelSnapshot> {
-  const r = await t.exec.exec(t.tools.ip, ['-j', '-d', 'addr', 'show']);
-  if (r.exitCode !== 0) throw new KernelError(`cannot list interfaces: ${r.stderr.trim() || r.spawnError || 'ip failed'}`);
-  return parseKernelLinks(r.stdout.trim());
-}
-
-/**
- * Compare and fix. The caller holds the driver's exclusive gate (or owns the books alone, as the
- * offline CLI does): no batch may run meanwhile.
- */
-export async function reconcile(t: ReconcileTarget, opts: ReconcileOptions = {}): Promise<ReconcileReport> {
-  const t0 = performance.now();
-  const intents = t.store.loadIntents();
-  const kernel = await readKernel(t);
-  const plan = planReconcile({
-    networks: [...t.books.networks.values()],
-    endpoints: [...t.books.endpoints.values()],
-    intents,
-    kernel,
-    ownerGroup: t.ownerGroup,
-    dryRun: opts.dryRun === true,
-  });
-  const findings = [...plan.findings];
-  const counts = { networks: t.books.networks.size, endpoints: t.books.endpoints.size, intents: intents.length };
-
-  if (opts.dryRun) {
-    // Firewall drift as the books stand now (the plan's book changes would add to it).
-    for (const family of [4, 6] as const) {
-      const save = await t.exec.exec(family === 4 ? t.tools.iptablesSave : t.tools.ip6tablesSave, []);
-      if (save.exitCode === 0) findings.push(...diffFirewall(save.stdout, t.books, family, true));
-    }
-    return { findings, applied: false, ...counts, ms: performance.now() - t0 };
-  }
-
-  // Kernel first, books after: a crash here leaves the intents in place for the next run.
-  if (plan.ipLines.length > 0) {
-    const r = await t.exec.exec(t.tools.ip, ['-force', '-batch', '-'], `${plan.ipLines.join('\n')}\n`);
-    if (r.spawnError !== null) throw new KernelError(`ip: ${r.spawnError}`);
-    const parsed = parseIpErrors(r.stderr);
-    for (const f of parsed.failures) {
-      // Already-done outcomes are fine: the kernel moved on between the snapshot and now.
-      if (/Cannot find device|No such device|File exists|Cannot assign requested address/i.test(f.message)) continue;
-      findings.push({ kind: 'error', subject: plan.ipLines[f.line - 1] ?? `line ${f.line}`, detail: f.message });
-    }
-    if (parsed.unattributed !== '') findings.push({ kind: 'error', subject: 'ip -batch', detail: parsed.unattributed });
-  }
-  for (const s of plan.sysctls) {
-    const err = await writeSysctl(s);
-    if (err !== null) findings.push({ kind: 'error', subject: s.path, detail: err });
-  }
-
-  const changes: BookChanges = {
-    putNetworks: plan.putNetworks,
-    deleteNetworks: plan.deleteNetworks,
-    putEndpoints: plan.putEndpoints,
-    deleteEndpoints: plan.deleteEndpoints,
-    clearIntents: plan.clearIntents,
-  };
-  const booksChanged = plan.putNetworks.length + plan.deleteNetworks.length + plan.putEndpoints.length + plan.deleteEndpoints.length > 0;
-  if (booksChanged || plan.clearIntents.length > 0) {
-    t.store.commit(changes);
-    for (const id of plan.deleteEndpoints) {
-      t.ports?.release(id);
-      t.books.deleteEndpoint(id);
-    }
-    for (const id of plan.deleteNetworks) t.books.deleteNetwork(id);
-    for (const n of plan.putNetworks) t.books.putNetwork(n);
-    for (const e of plan.putEndpoints) {
-      const old = t.books.endpoints.get(e.id);
-      if (old !== undefined && old.mappings.length > 0 && e.mappings.length === 0) t.ports?.release(e.id);
-      t.books.putEndpoint(e);
-    }
-  }
-
-  // Firewall: compare our chains with the books as they are now; rewrite them when they differ.
-  let drift = false;
-  for (const family of [4, 6] as const) {
-    const save = await t.exec.exec(family === 4 ? t.tools.iptablesSave : t.tools.ip6tablesSave, []);
-    if (save.exitCode !== 0) {
-      findings.push({ kind: 'error', subject: `iptables-save (IPv${family})`, detail: save.stderr.trim() || save.spawnError || 'failed' });
-      continue;
-    }
-    const d = diffFirewall(save.stdout, t.books, family);
-    if (d.length > 0) drift = true;
-    findings.push(...d);
-  }
-  if (drift || booksChanged) {
-    try {
-      await syncFirewall(t.exec as KernelExecutor, t.tools, t.books);
-    } catch (err) {
-      findings.push({ kind: 'error', subject: 'firewall', detail: err instanceof Error ? err.message : String(err) });
-    }
-  }
-  const report: ReconcileReport = { findings, applied: true, ...counts, ms: performance.now() - t0 };
-  if (t.log !== null && findings.length > 0) t.log.warn({ findings }, `reconcile: ${findings.length} finding(s)`);
-  return report;
-}
-
-/** One line per finding, for the CLI. */
-export function formatReport(r: ReconcileReport): string {
-  const head = `books: ${r.networks} network(s), ${r.endpoints} endpoint(s), ${r.intents} unfinished intent(s); ${r.findings.length === 0 ? 'kernel and books agree' : `${r.findings.length} finding(s)${r.applied ? ', fixed' : ' (dry run: nothing changed)'}`} (${Math.round(r.ms)} ms)`;
-  return [head, ...r.findings.map((f) => `${f.kind} ${f.subject}: ${f.detail}`)].join('\n') + '\n';
-}
-
-/** Reconcile a running driver: waits for in-flight work, holds off new work while it runs. */
-export async function reconcileDriver(driver: Driver, opts: ReconcileOptions = {}): Promise<ReconcileReport> {
-  const release = await driver.gate.acquireExclusive();
-  try {
-    // A write-behind deletion in flight would look like an unfinished intent and an orphan veth.
-    await driver.settleDeferred();
-    return await reconcile(driver.reconcileTarget(), opts);
-  } finally {
-    release();
-  }
-}

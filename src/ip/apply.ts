@@ -1,9 +1,12 @@
 // Runs one planned ip script and turns its stderr into per-operation failures.
-import { existsSync } from 'node:fs';
-import { attributeIpFailures, parseIpErrors, planIpBatch, type IpWork } from '../batching/plan-ip.js';
-import type { IpOp } from '../batching/ops.js';
-import { IpSession, ipSessionStats, type VethNames } from './ip-session.js';
-import { runTool, type ToolPaths } from './spawn.js';
+import type { ToolEnv } from '../tools/env.js';
+import { classifyIpError, parseIpErrors } from './errors.js';
+import { renderIpScript } from './lines.js';
+import type { IpOp } from './ops.js';
+import { attributeIpFailures, planIpBatch, type IpWork } from './plan.js';
+import { canLookUp, canProbeLinks, linkPresent } from './probe.js';
+import { parseIpLinks } from './read.js';
+import { IpSession, ipSessionStats, type VethNames } from './session.js';
 
 /**
  * This thread's ip sessions, per ip binary (tests point tools at wrappers). Two, because a
@@ -12,17 +15,16 @@ import { runTool, type ToolPaths } from './spawn.js';
  */
 const sessions = new Map<string, IpSession[]>();
 const SESSIONS_PER_THREAD = 2;
-const SESSIONS_OFF = process.env.BB_IP_SESSION === '0';
 
 /** An idle session that takes this script, or null (run it in its own process). */
-function idleSession(ip: string, names: VethNames, lines: number): IpSession | null {
+function idleSession(ip: string, names: VethNames): IpSession | null {
   let pool = sessions.get(ip);
   if (pool === undefined) sessions.set(ip, (pool = []));
-  for (const s of pool) if (s.accepts(names, lines)) return s;
+  for (const s of pool) if (s.accepts(names)) return s;
   if (pool.length >= SESSIONS_PER_THREAD) return null;
   const s = new IpSession(ip);
   pool.push(s);
-  return s.accepts(names, lines) ? s : null;
+  return s.accepts(names) ? s : null;
 }
 
 /** Names a batch of veth work mentions and deletes; null if it touches anything else (a bridge). */
@@ -41,27 +43,19 @@ function vethNames(works: readonly IpWork[]): VethNames | null {
   return { mentioned, deleted };
 }
 
-/** Where the kernel lists an interface's IPv4 settings, if it has such a directory. */
-const CONF_DIR = '/proc/sys/net/ipv4/conf/';
-const SAFE_NAME = /^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,14}$/;
 const GONE_POLL_MS = 1;
-/** reading the settings of this thread's namespace works here (not so without IPv4) */
-const canWatchGone = process.env.BB_EARLY_DELETE !== '0' && existsSync(`${CONF_DIR}lo`);
 
 /**
  * Resolves once none of `names` exists any more, checking every millisecond, or with false
- * once `until` settles first. An interface's /proc/sys/net/ipv4/conf/<name> directory
- * disappears while the kernel unregisters it. By then it is already unlisted: `ip link` no
- * longer shows it and its name is free. Every interface with an MTU of at least 68 has that
- * directory, and network MTUs are validated to that range.
+ * once `until` settles first. Names found gone stay gone: each check resumes at the first one
+ * still present (probe.ts says why the check is sound).
  */
 function allGone(names: readonly string[], until: Promise<unknown>): Promise<boolean> {
   return new Promise((resolve) => {
     let i = 0;
     let done = false;
     const check = (): boolean => {
-      // Names found gone stay gone: each check resumes at the first one still present.
-      while (i < names.length && !existsSync(CONF_DIR + (names[i] as string))) i++;
+      while (i < names.length && !linkPresent(names[i] as string)) i++;
       return i >= names.length;
     };
     const timer = setInterval(() => {
@@ -102,22 +96,22 @@ interface ScriptRun {
  * background. A veth that was already gone (dockerd deleted the container's end first) counts
  * as gone, as it does when ip reports "Cannot find device".
  */
-async function runScript(works: readonly IpWork[], text: string, lines: number, tools: ToolPaths): Promise<ScriptRun> {
+async function runScript(works: readonly IpWork[], text: string, lines: number, env: ToolEnv): Promise<ScriptRun> {
   const names = vethNames(works);
-  const session = SESSIONS_OFF || names === null ? null : idleSession(tools.ip, names, lines);
+  const session = !env.switches.ipSessions || names === null ? null : idleSession(env.tools.ip, names);
   if (session !== null && names !== null) {
     const full = session.run(text, lines, names);
-    const deletesOnly = names.deleted.length > 0 && names.deleted.length === names.mentioned.length && names.deleted.every((n) => SAFE_NAME.test(n));
-    if (canWatchGone && deletesOnly && (await allGone(names.deleted, full))) {
+    const deletesOnly = names.deleted.length > 0 && names.deleted.length === names.mentioned.length && names.deleted.every(canLookUp);
+    if (env.switches.earlyDelete && deletesOnly && canProbeLinks() && (await allGone(names.deleted, full))) {
       ipSessionStats.answeredBeforeIp++;
       return { failures: [], unattributed: '', stoppedEarly: false, spawnError: null };
     }
     const r = await full;
     return { failures: r.failures, unattributed: r.unattributed, stoppedEarly: r.died || r.unattributed !== '', spawnError: null };
   }
-  // A bridge changes: the sessions' cached interface indexes may go stale (see ip-session.ts).
-  if (names === null) for (const s of sessions.get(tools.ip) ?? []) s.end();
-  const r = await runTool(tools.ip, ['-force', '-batch', '-'], text);
+  // A bridge changes: the sessions' cached interface indexes may go stale (see session.ts).
+  if (names === null) for (const s of sessions.get(env.tools.ip) ?? []) s.end();
+  const r = await env.run(env.tools.ip, ['-force', '-batch', '-'], text);
   const parsed = parseIpErrors(r.stderr);
   return {
     failures: parsed.failures,
@@ -132,13 +126,13 @@ export interface IpApplyOutcome {
   readonly spawns: number;
 }
 
-export async function applyIpWork(works: readonly IpWork[], linkGroup: number, tools: ToolPaths): Promise<IpApplyOutcome> {
+export async function applyIpWork(works: readonly IpWork[], linkGroup: number, env: ToolEnv): Promise<IpApplyOutcome> {
   const failed = new Map<number, string>();
   if (works.length === 0) return { failed, spawns: 0 };
   const plan = planIpBatch(works, linkGroup);
   if (plan.text === '') return { failed, spawns: 0 };
   let spawns = 1;
-  const r = await runScript(works, plan.text, plan.owners.length, tools);
+  const r = await runScript(works, plan.text, plan.owners.length, env);
   if (r.spawnError !== null) {
     for (const w of works) failed.set(w.opId, `ip: ${r.spawnError}`);
     return { failed, spawns };
@@ -148,30 +142,28 @@ export async function applyIpWork(works: readonly IpWork[], linkGroup: number, t
 
   if (r.stoppedEarly) {
     // ip stopped early (a syntax-level error). Which lines ran is unknown: ask the kernel.
-    spawns += await verifyAgainstKernel(works, failed, tools, r.unattributed || 'ip stopped early');
+    spawns += await verifyAgainstKernel(works, failed, env, r.unattributed || 'ip stopped early');
   } else if (verdict.groupDeleteFailed) {
     // The shared group delete failed: fall back to deleting each veth on its own.
     const members = works.filter((w) => plan.groupMembers.includes(w.opId) && !failed.has(w.opId));
-    spawns += await deleteOneByOne(members, failed, tools);
+    spawns += await deleteOneByOne(members, failed, env);
   }
   return { failed, spawns };
 }
 
-async function linkNames(tools: ToolPaths): Promise<Map<string, string | null> | null> {
-  const r = await runTool(tools.ip, ['-j', 'link', 'show']);
+/** name → master of every interface in this namespace, or null if ip cannot tell. */
+async function linkMasters(env: ToolEnv): Promise<Map<string, string | null> | null> {
+  const r = await env.run(env.tools.ip, ['-j', 'link', 'show']);
   if (r.exitCode !== 0) return null;
-  const out = new Map<string, string | null>();
   try {
-    const arr = JSON.parse(r.stdout) as Array<{ ifname?: string; master?: string }>;
-    for (const l of arr) if (typeof l.ifname === 'string') out.set(l.ifname, l.master ?? null);
+    return new Map(parseIpLinks(r.stdout).map((l) => [l.name, l.master]));
   } catch {
     return null;
   }
-  return out;
 }
 
-async function verifyAgainstKernel(works: readonly IpWork[], failed: Map<number, string>, tools: ToolPaths, why: string): Promise<number> {
-  const links = await linkNames(tools);
+async function verifyAgainstKernel(works: readonly IpWork[], failed: Map<number, string>, env: ToolEnv, why: string): Promise<number> {
+  const links = await linkMasters(env);
   let spawns = 1;
   if (links === null) {
     for (const w of works) if (!failed.has(w.opId)) failed.set(w.opId, `ip: ${why}`);
@@ -189,10 +181,7 @@ async function verifyAgainstKernel(works: readonly IpWork[], failed: Map<number,
       }
     }
   }
-  if (cleanup.length > 0) {
-    const tmp = new Map<number, string>();
-    spawns += await deleteOneByOne(cleanup, tmp, tools);
-  }
+  if (cleanup.length > 0) spawns += await deleteOneByOne(cleanup, new Map(), env);
   return spawns;
 }
 
@@ -212,16 +201,14 @@ function opHolds(op: IpOp, links: Map<string, string | null>): boolean {
   }
 }
 
-async function deleteOneByOne(works: readonly IpWork[], failed: Map<number, string>, tools: ToolPaths): Promise<number> {
+async function deleteOneByOne(works: readonly IpWork[], failed: Map<number, string>, env: ToolEnv): Promise<number> {
   const hosts: Array<[number, string]> = [];
   for (const w of works) for (const op of w.ops) if (op.kind === 'veth-delete') hosts.push([w.opId, op.host]);
   if (hosts.length === 0) return 0;
-  const text = hosts.map(([, h]) => `link del dev ${h}`).join('\n') + '\n';
-  const r = await runTool(tools.ip, ['-force', '-batch', '-'], text);
+  const r = await env.run(env.tools.ip, ['-force', '-batch', '-'], renderIpScript(hosts.map(([, h]) => ({ op: 'link-del', dev: h }))));
   for (const f of parseIpErrors(r.stderr).failures) {
     const entry = hosts[f.line - 1];
-    if (entry === undefined) continue;
-    if (/Cannot find device|No such device/i.test(f.message)) continue;
+    if (entry === undefined || classifyIpError(f.message) === 'no-device') continue;
     failed.set(entry[0], f.message);
   }
   return 1;
