@@ -59,6 +59,24 @@ function openEngine(cfg: ServeConfig, log: Logger): { engine: Engine; exec: Pisc
   return { engine, exec, store };
 }
 
+/** Reconciles every `ms` (0: never); returns the function that stops it. */
+function reconcileEvery(engine: Engine, ms: number, log: Logger): () => void {
+  if (ms <= 0) return () => undefined;
+  let running = false;
+  const timer = setInterval(() => {
+    if (running) return;
+    running = true;
+    engine
+      .reconcile()
+      .catch((err: unknown) => log.error({ err }, 'periodic reconcile failed'))
+      .finally(() => {
+        running = false;
+      });
+  }, ms);
+  timer.unref();
+  return () => clearInterval(timer);
+}
+
 export async function startServer(cfg: ServeConfig, log: Logger): Promise<RunningServer> {
   const { engine, exec, store } = openEngine(cfg, log);
   // Containers need forwarding in the namespace the plugin runs in (as dockerd --ip-forward).
@@ -70,22 +88,7 @@ export async function startServer(cfg: ServeConfig, log: Logger): Promise<Runnin
   const startReport = await engine.reconcile();
   log.info({ findings: startReport.findings.length, ms: Math.round(startReport.ms) }, 'reconciled at start');
 
-  const reconcileMs = cfg.reconcileMs ?? 60_000;
-  let reconciling = false;
-  const reconcileTimer =
-    reconcileMs > 0
-      ? setInterval(() => {
-          if (reconciling) return;
-          reconciling = true;
-          engine
-            .reconcile()
-            .catch((err: unknown) => log.error({ err }, 'periodic reconcile failed'))
-            .finally(() => {
-              reconciling = false;
-            });
-        }, reconcileMs)
-      : null;
-  reconcileTimer?.unref();
+  const stopReconciling = reconcileEvery(engine, cfg.reconcileMs ?? 60_000, log);
 
   const watchdog = engine.watchdog(cfg.firewallCheckMs);
   watchdog.start();
@@ -123,7 +126,7 @@ export async function startServer(cfg: ServeConfig, log: Logger): Promise<Runnin
   const stop = (): Promise<void> => {
     stopping ??= (async () => {
       watchdog.stop();
-      if (reconcileTimer !== null) clearInterval(reconcileTimer);
+      stopReconciling();
       // Stop accepting, let in-flight requests finish (they wait for their batches).
       const closed = app.close();
       await engine.drain();

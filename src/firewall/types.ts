@@ -2,7 +2,7 @@
 // the verbs a backend offers, and the data a batch carries to a worker thread. The engine calls
 // only these; today's backend is iptables-restore (iptables/), and another one (nftables) would
 // be another folder beside it, chosen in index.ts.
-import type { PortMapping } from '../state/records.js';
+import type { PortMapping } from '../domain/publishing.js';
 
 export type Family = 4 | 6;
 export type IpTable = 'filter' | 'nat' | 'mangle' | 'raw';

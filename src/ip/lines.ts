@@ -6,7 +6,7 @@ import { parseCidr } from '../domain/addr.js';
 import { isValidIfName } from '../domain/names.js';
 
 export type IpLine =
-  | { readonly op: 'bridge-add'; readonly name: string; readonly mac: string; readonly mtu: number; readonly group?: number | undefined }
+  | { readonly op: 'bridge-add'; readonly name: string; readonly mac?: string | undefined; readonly mtu: number; readonly group?: number | undefined }
   | {
       readonly op: 'veth-add';
       readonly host: string;
@@ -75,7 +75,7 @@ const group = (g: number | undefined): string => (g === undefined ? '' : ` group
 export function renderIpLine(l: IpLine): string {
   switch (l.op) {
     case 'bridge-add':
-      return `link add name ${ifname(l.name)}${group(l.group)} address ${mac(l.mac)}${mtu(l.mtu)} type bridge`;
+      return `link add name ${ifname(l.name)}${group(l.group)}${l.mac === undefined ? '' : ` address ${mac(l.mac)}`}${mtu(l.mtu)} type bridge`;
     case 'veth-add': {
       const peer = `peer name ${ifname(l.peer)}${l.peerMac === undefined ? '' : ` address ${mac(l.peerMac)}`}${mtu(l.mtu)} txqueuelen 0${l.peerNetns === undefined ? '' : ` netns ${netnsRef(l.peerNetns)}`}`;
       return `link add name ${ifname(l.host)}${group(l.group)}${mtu(l.mtu)} txqueuelen 0 master ${ifname(l.bridge)} up type veth ${peer}`;

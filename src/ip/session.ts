@@ -55,9 +55,11 @@ export class IpSession extends ToolSession<SessionResult> {
 
   async run(script: string, lines: number, names: VethNames): Promise<SessionResult> {
     for (const n of names.deleted) this.deleted.add(n);
-    const r = await this.exchange(script + END_LINE, lines + 1);
-    if (r.died || r.failures.length > 0 || r.unattributed !== '') this.endAfterUnit();
-    return r;
+    return this.exchange(script + END_LINE, lines + 1);
+  }
+
+  protected override endsAfter(r: SessionResult): boolean {
+    return r.died || r.failures.length > 0 || r.unattributed !== '';
   }
 
   protected override onStart(): void {

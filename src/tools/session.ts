@@ -8,7 +8,7 @@
 // iptables-restore) and what a death means; the lifecycle is here:
 //  - one unit at a time (`idle`); a unit that takes longer than `timeoutMs` kills the tool;
 //  - line numbers count from the process start, so each unit knows its `base`;
-//  - the tool is replaced after `lineBudget` lines, and after a unit the subclass marks bad;
+//  - the tool is replaced after `lineBudget` lines, and after a unit the subclass says ends it;
 //  - a tool that exits in the middle of a unit resolves that unit through `died()`;
 //  - an idle session never keeps a thread or the process alive.
 import { startStreamingTool, type StreamingTool } from './spawn.js';
@@ -86,6 +86,7 @@ export abstract class ToolSession<R> {
       const r = await result;
       clearTimeout(timer);
       tool.hold(false);
+      if (this.endsAfter(r)) this.endWhenIdle = true;
       return r;
     } finally {
       this.busy = false;
@@ -100,10 +101,6 @@ export abstract class ToolSession<R> {
     p?.resolve(r);
   }
 
-  /** Replace the tool once the current unit is done (after a failure that may leave it unsure). */
-  protected endAfterUnit(): void {
-    this.endWhenIdle = true;
-  }
 
   /** Stop the tool; with a unit running, once that unit is done. The next unit starts a fresh one. */
   end(): void {
@@ -165,6 +162,11 @@ export abstract class ToolSession<R> {
   protected abstract onOutput(unit: UnitSpan): void;
   /** The tool exited (code, or null when killed) in the middle of `unit`. */
   protected abstract died(code: number | null, unit: UnitSpan): R;
+  /** Whether the tool must be replaced after this unit (a failure may leave it unsure). */
+  protected endsAfter(_r: R): boolean {
+    return false;
+  }
+
   protected onStart(): void {}
   protected onRun(): void {}
   protected onStop(): void {}

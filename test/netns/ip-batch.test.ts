@@ -11,6 +11,7 @@ import type { IpOp } from '../../src/ip/ops.js';
 import { planIpBatch, type IpWork } from '../../src/ip/plan.js';
 import { ipSessionStats } from '../../src/ip/session.js';
 import { toolEnv } from '../../src/tools/env.js';
+import { DEFAULT_TOOLS } from '../../src/tools/paths.js';
 import { runBatch } from '../../src/workers/batch-worker.js';
 import { workerEnv } from '../../src/workers/env.js';
 import { WORKER_CONFIG } from './engine-kit.js';
@@ -352,7 +353,7 @@ describe('the long-lived ip session (src/workers/ip-session.ts)', () => {
     const wrapper = join(dir, 'ip');
     writeFileSync(wrapper, '#!/bin/sh\nhead -n 2 | exec ip "$@"\n');
     chmodSync(wrapper, 0o755);
-    const tools = { ...toolEnv(), ip: wrapper };
+    const tools = toolEnv({ ...DEFAULT_TOOLS, ip: wrapper });
     const pairs = [vethPair(401), vethPair(402), vethPair(403)];
     const works: IpWork[] = pairs.map((p, i) => ({ opId: i + 1, ops: [{ kind: 'veth-create', host: p.host, peer: p.peer, bridge: br, mtu: 0 }] }));
     const r = await applyIpWork(works, GROUP, tools);

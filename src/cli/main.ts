@@ -2,14 +2,14 @@
 // an error, never ignored.
 import { parseArgs } from 'node:util';
 import type { LevelWithSilent } from 'pino';
-import { createLogger } from './log.js';
-import { startServer } from './server.js';
-import { environmentHelp, readEnvironment } from './config/environment.js';
-import { isValidIfName } from './domain/names.js';
-import { DEFAULT_TUNING } from './scheduler/pipelines.js';
-import { printPorts } from './cli-ports.js';
-import { runReconcile } from './cli-reconcile.js';
-import { DEFAULT_ENGINE_OPTIONS } from './engine/core.js';
+import { createLogger } from '../log.js';
+import { startServer } from '../server.js';
+import { environmentHelp, readEnvironment } from '../config/environment.js';
+import { isValidIfName } from '../domain/names.js';
+import { DEFAULT_TUNING } from '../scheduler/pipelines.js';
+import { printPorts } from './ports.js';
+import { runReconcile } from './reconcile.js';
+import { DEFAULT_ENGINE_OPTIONS } from '../engine/core.js';
 
 const HELP = `batchbridge — a Docker network driver plugin that does what the built-in bridge
 driver does, batching the kernel work of many endpoints into one transaction.

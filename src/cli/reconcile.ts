@@ -5,13 +5,13 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Agent, request } from 'undici';
-import { Books } from './engine/books.js';
-import type { ReconcileReport } from './engine/reconcile/plan.js';
-import { formatReport, reconcile } from './engine/reconcile/run.js';
-import { createFirewall } from './firewall/index.js';
-import { SqliteStateStore } from './state/sqlite-store.js';
-import { toolEnv } from './tools/env.js';
-import { DEFAULT_TOOLS, type ToolPaths } from './tools/paths.js';
+import { Books } from '../engine/books.js';
+import type { ReconcileReport } from '../engine/reconcile/plan.js';
+import { formatReport, reconcile } from '../engine/reconcile/run.js';
+import { createFirewall } from '../firewall/index.js';
+import { SqliteStateStore } from '../state/sqlite-store.js';
+import { toolEnv } from '../tools/env.js';
+import { DEFAULT_TOOLS, type ToolPaths } from '../tools/paths.js';
 
 type Asked = { kind: 'answered'; report: ReconcileReport } | { kind: 'not-running' } | { kind: 'failed'; message: string };
 

@@ -4,7 +4,7 @@
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Agent, request } from 'undici';
-import type { PortMapping } from './domain/publishing.js';
+import type { PortMapping } from '../domain/publishing.js';
 
 interface Binding {
   readonly networkId: string;
