@@ -8,6 +8,7 @@ import { DEFAULT_TOOLS, type ToolPaths } from './workers/spawn.js';
 import { isValidIfName } from './domain/names.js';
 import { printPorts } from './cli-ports.js';
 import { runReconcile } from './cli-reconcile.js';
+import { watchNpmParent } from './parent-watch.js';
 
 const HELP = `batchbridge — a Docker network driver plugin that does what the built-in bridge
 driver does, batching the kernel work of many endpoints into one transaction.
@@ -132,6 +133,7 @@ async function serve(args: string[]): Promise<number> {
       log.info({ sig }, 'stopping: draining in-flight work');
       process.off('SIGTERM', onSignal);
       process.off('SIGINT', onSignal);
+      unwatch();
       server.stop().then(resolve, (err: unknown) => {
         log.error({ err }, 'error while stopping');
         resolve();
@@ -139,6 +141,8 @@ async function serve(args: string[]): Promise<number> {
     };
     process.on('SIGTERM', onSignal);
     process.on('SIGINT', onSignal);
+    // npm forwards SIGTERM only to the sh it started, which dies without passing it on.
+    const unwatch = watchNpmParent(() => onSignal('npm parent exited'));
   });
   log.flush();
   return 0;
