@@ -8,6 +8,7 @@ import { DEFAULT_TOOLS, type ToolPaths } from './workers/spawn.js';
 import { isValidIfName } from './domain/names.js';
 import { printPorts } from './cli-ports.js';
 import { runReconcile } from './cli-reconcile.js';
+import { installService } from './cli-install-service.js';
 import { watchNpmParent } from './parent-watch.js';
 
 const HELP = `batchbridge — a Docker network driver plugin that does what the built-in bridge
@@ -17,6 +18,8 @@ Usage:
   batchbridge serve [options]      run the plugin (as root, in dockerd's network namespace)
   batchbridge ports [options]      list the published ports of the running plugin
   batchbridge reconcile [options]  compare the kernel with the books, fix and print what differs
+  batchbridge install-service [options]
+                                   write a systemd unit running this plugin (see its --help)
   batchbridge --help               this text
 
 serve options:
@@ -158,6 +161,8 @@ export async function main(argv: string[]): Promise<number> {
         return await printPorts(rest);
       case 'reconcile':
         return await runReconcile(rest, toolsFromEnv());
+      case 'install-service':
+        return installService(rest);
       case undefined:
       case 'help':
       case '--help':
