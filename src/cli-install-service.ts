@@ -1,12 +1,12 @@
 // `batchbridge install-service`: writes the systemd unit (src/service-unit.ts) for this install,
 // node run directly with this checkout's bin/batchbridge.js, and says how to start it; runs
 // systemctl only when asked (--enable).
-import { spawnSync } from 'node:child_process';
 import { accessSync, constants, existsSync, readFileSync, realpathSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { renderUnit, settingsProblem, UNIT_DEFAULTS, type UnitSettings } from './service-unit.js';
+import { runToolDirect } from './workers/spawn.js';
 
 export const INSTALL_SERVICE_HELP = `Usage: batchbridge install-service [options]
 
@@ -60,14 +60,16 @@ function runtimeProblem(s: UnitSettings): string | null {
   return null;
 }
 
-function systemctl(args: readonly string[]): boolean {
+async function systemctl(args: readonly string[]): Promise<boolean> {
   process.stdout.write(`running: systemctl ${args.join(' ')}\n`);
-  const r = spawnSync('systemctl', args, { stdio: 'inherit' });
-  if (r.error !== undefined) process.stderr.write(`batchbridge install-service: cannot run systemctl: ${r.error.message}\n`);
-  return r.status === 0;
+  const r = await runToolDirect('systemctl', args, undefined, 120_000);
+  process.stdout.write(r.stdout);
+  process.stderr.write(r.stderr);
+  if (r.spawnError !== null) process.stderr.write(`batchbridge install-service: ${r.spawnError}\n`);
+  return r.exitCode === 0 && r.spawnError === null;
 }
 
-export function installService(args: string[]): number {
+export async function installService(args: string[]): Promise<number> {
   const { values } = parseArgs({
     args,
     strict: true,
@@ -129,6 +131,6 @@ export function installService(args: string[]): number {
     process.stdout.write(`start it now and at boot with:\n  systemctl daemon-reload && systemctl enable --now ${unitName}\n`);
     return 0;
   }
-  if (!systemctl(['daemon-reload']) || !systemctl(['enable', '--now', unitName])) return fail('systemctl failed (see above)');
+  if (!(await systemctl(['daemon-reload'])) || !(await systemctl(['enable', '--now', unitName]))) return fail('systemctl failed (see above)');
   return 0;
 }

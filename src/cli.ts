@@ -162,7 +162,7 @@ export async function main(argv: string[]): Promise<number> {
       case 'reconcile':
         return await runReconcile(rest, toolsFromEnv());
       case 'install-service':
-        return installService(rest);
+        return await installService(rest);
       case undefined:
       case 'help':
       case '--help':
