@@ -5,7 +5,9 @@
 // veths into a link group and deleting the group. No HTTP, no books, no planning: what batchbridge
 // is compared against.
 //
-//   unshare --net node dist/bench/kernel-floor.js [--lifecycles 4096] [--batch 256] [--networks 16] [--keep N] [--json]
+//   unshare --net node dist/bench/kernel-floor.js [--lifecycles 4096] [--batch 256] [--networks 16] [--keep N] [--runs N] [--json] [--save]
+//
+// --save also writes kernel-floor.json into a new bench/results/<date>-<commit>/ folder.
 //
 // --keep N first makes N more veth pairs on the same bridges (not timed) and leaves them there
 // during the timed lifecycles, like the load harness's --keep: what the kernel itself costs with
@@ -15,11 +17,13 @@
 // bbfloor<n> and chain BBFLOOR-DNAT, removes them at the end.
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
+import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { realpathSync } from 'node:fs';
 import { renderIpScript, type IpLine } from '../src/ip/lines.js';
 import { runOk } from '../scripts/load/exec.js';
 import { isInitNetns } from '../scripts/load/run.js';
+import { currentCommit, datedDir, RESULTS_ROOT } from './output.js';
 
 export interface FloorResult {
   readonly lifecycles: number;
@@ -105,9 +109,11 @@ async function main(): Promise<number> {
   for (let i = 0; i < runs; i++) results.push(await runKernelFloor(Number(values.lifecycles ?? 4096), Number(values.batch ?? 256), Number(values.networks ?? 16), Number(values.keep ?? 0)));
   const best = results.reduce((a, b) => (b.lifecyclesPerSec > a.lifecyclesPerSec ? b : a));
   if (values.save) {
-    const dir = new URL('../../bench/results/', import.meta.url);
+    // A new dated folder, as the bench suites use: never over committed results.
+    const dir = datedDir(RESULTS_ROOT, new Date(), currentCommit(), ['kernel-floor']);
     mkdirSync(dir, { recursive: true });
-    writeFileSync(new URL('kernel-floor.json', dir), `${JSON.stringify({ runs: results, best, loadavg: readLoad() }, null, 2)}\n`);
+    writeFileSync(join(dir, 'kernel-floor.json'), `${JSON.stringify({ runs: results, best, loadavg: readLoad() }, null, 2)}\n`);
+    process.stderr.write(`saved ${join(dir, 'kernel-floor.json')}\n`);
   }
   if (values.json) process.stdout.write(`${JSON.stringify({ runs: results, best })}\n`);
   else {

@@ -10,6 +10,8 @@ import { DEFAULT_TUNING } from '../scheduler/pipelines.js';
 import { printPorts } from './ports.js';
 import { runReconcile } from './reconcile.js';
 import { DEFAULT_ENGINE_OPTIONS } from '../engine/core.js';
+import { installService } from './install-service.js';
+import { watchNpmParent } from './parent-watch.js';
 
 const HELP = `batchbridge — a Docker network driver plugin that does what the built-in bridge
 driver does, batching the kernel work of many endpoints into one transaction.
@@ -18,6 +20,8 @@ Usage:
   batchbridge serve [options]      run the plugin (as root, in dockerd's network namespace)
   batchbridge ports [options]      list the published ports of the running plugin
   batchbridge reconcile [options]  compare the kernel with the books, fix and print what differs
+  batchbridge install-service [options]
+                                   write a systemd unit running this plugin (see its --help)
   batchbridge --help               this text
 
 serve options:
@@ -147,6 +151,7 @@ async function serve(args: string[]): Promise<number> {
       log.info({ sig }, 'stopping: draining in-flight work');
       process.off('SIGTERM', onSignal);
       process.off('SIGINT', onSignal);
+      unwatch();
       server.stop().then(resolve, (err: unknown) => {
         log.error({ err }, 'error while stopping');
         resolve();
@@ -154,6 +159,8 @@ async function serve(args: string[]): Promise<number> {
     };
     process.on('SIGTERM', onSignal);
     process.on('SIGINT', onSignal);
+    // npm forwards SIGTERM only to the sh it started, which dies without passing it on.
+    const unwatch = watchNpmParent(() => onSignal('npm parent exited'));
   });
   log.flush();
   return 0;
@@ -169,6 +176,8 @@ export async function main(argv: string[]): Promise<number> {
         return await printPorts(rest);
       case 'reconcile':
         return await runReconcile(rest, readEnvironment().tools);
+      case 'install-service':
+        return await installService(rest);
       case undefined:
       case 'help':
       case '--help':
