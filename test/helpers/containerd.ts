@@ -1,0 +1,316 @@
+// A private containerd (Debian's 1.6, CRI plugin built in) inside a test network namespace, with its
+// root, state, sockets, runc root, CNI conf dir, pod network namespaces and pod cgroups all of its
+// own, so it never meets the host's containerd, dockerd's, or another test's. Its CRI plugin calls
+// the CNI plugins of `binDir` with the conflist it is given; the plugins run in the namespace
+// containerd runs in, so bridges, host veths and port-mapping rules stay there.
+import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { closeSync, existsSync, openSync, readFileSync, readdirSync, rmSync, rmdirSync } from 'node:fs';
+import { copyFile, mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { ORDER, track, untrack, type Resource } from './cleanup.js';
+import { CriClient } from './cri-client.js';
+import { keepLog } from './dockerd.js';
+import type { Netns } from './netns.js';
+import {
+  cmdlineOf, isAlive, mountsUnder, pidsMentioning, randomHex, run, runOk, runSync, signalPid, sleep,
+  terminatePid, unmountUnder, unmountUnderSync, waitPidExit,
+} from './proc.js';
+
+export const PAUSE_IMAGE = 'localhost/bbpause:1';
+const CGROUP_ROOT = '/sys/fs/cgroup';
+const LIBCNI_CACHE = '/var/lib/cni/results';
+const SHIM_SOCKETS = '/run/containerd/s';
+
+export interface StartContainerdOptions {
+  /** Directory holding the CNI plugins (CNI_PATH). */
+  binDir: string;
+  /** The conflist containerd loads (written to <dir>/net.d/10-<name>.conflist). */
+  conflist: string;
+  /**
+   * true (default): pod namespaces are mounted under containerd's state dir, private to this
+   * instance. false: under /var/run/netns/cni-<uuid>, as a default Kubernetes node has them.
+   */
+  netnsUnderState?: boolean;
+  readyTimeoutMs?: number;
+}
+
+export interface Containerd extends Resource {
+  readonly ns: Netns;
+  readonly dir: string;
+  readonly socketPath: string;
+  readonly pid: number;
+  readonly logPath: string;
+  /** Every pod this harness runs should use this as linux.cgroupParent (teardown sweeps it). */
+  readonly cgroupParent: string;
+  /** The network name in the conflist (libcni's cache files are named after it). */
+  readonly network: string;
+  readonly cri: CriClient;
+  /** `ctr --address <socket> ...args`; throws on failure. */
+  ctr(args: readonly string[]): Promise<string>;
+  /** Build the busybox pause image and import it into the k8s.io namespace. */
+  importPauseImage(): Promise<void>;
+  logTail(lines?: number): string;
+  /**
+   * Stop and remove every pod through the CRI (bounded), SIGTERM containerd, then sweep whatever a
+   * failure left: shims, runc containers, processes in our cgroups, cgroup dirs, mounts, libcni
+   * cache entries of our network, the directory. Idempotent; throws listing what it had to force.
+   */
+  stop(): Promise<void>;
+}
+
+function configToml(dir: string, binDir: string, netnsUnderState: boolean): string {
+  return `version = 2
+root = "${dir}/root"
+state = "${dir}/state"
+# The opt plugin would create /opt/containerd; the others are snapshotters and services we do not use.
+disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.zfs", "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
+[grpc]
+  address = "${dir}/containerd.sock"
+[ttrpc]
+  address = "${dir}/containerd.sock.ttrpc"
+[debug]
+  address = "${dir}/debug.sock"
+[plugins]
+  [plugins."io.containerd.grpc.v1.cri"]
+    sandbox_image = "${PAUSE_IMAGE}"
+    disable_apparmor = true
+    restrict_oom_score_adj = true
+    netns_mounts_under_state_dir = ${netnsUnderState}
+    stream_server_address = "127.0.0.1"
+    stream_server_port = "0"
+    [plugins."io.containerd.grpc.v1.cri".cni]
+      bin_dir = "${binDir}"
+      conf_dir = "${dir}/net.d"
+      max_conf_num = 1
+    [plugins."io.containerd.grpc.v1.cri".containerd]
+      snapshotter = "overlayfs"
+      default_runtime_name = "runc"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+        runtime_type = "io.containerd.runc.v2"
+        [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+          SystemdCgroup = false
+          Root = "${dir}/runc"
+`;
+}
+
+/** cgroup directories named `parent` under every mounted hierarchy, deepest first. */
+function cgroupDirs(parent: string): string[] {
+  const out: string[] = [];
+  const walk = (d: string): void => {
+    let entries: string[] = [];
+    try {
+      entries = readdirSync(d, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => e.name);
+    } catch {
+      return;
+    }
+    for (const e of entries) walk(join(d, e));
+    out.push(d);
+  };
+  let hierarchies: string[] = [];
+  try {
+    hierarchies = readdirSync(CGROUP_ROOT).map((h) => join(CGROUP_ROOT, h));
+  } catch {
+    return [];
+  }
+  for (const h of [...hierarchies, CGROUP_ROOT]) if (existsSync(join(h, parent))) walk(join(h, parent));
+  return [...new Set(out)];
+}
+
+function pidsInCgroups(dirs: readonly string[]): number[] {
+  const pids = new Set<number>();
+  for (const d of dirs) {
+    try {
+      for (const l of readFileSync(join(d, 'cgroup.procs'), 'utf8').split('\n')) if (/^\d+$/.test(l)) pids.add(Number(l));
+    } catch {
+      /* not a cgroup dir, or gone */
+    }
+  }
+  return [...pids];
+}
+
+/** A docker-archive tar of busybox-static with `sleep` as its entrypoint (what a pause image does). */
+export async function writePauseImageTar(workDir: string, tag = PAUSE_IMAGE): Promise<string> {
+  const root = await mkdtemp(join(workDir, 'pause-'));
+  const rootfs = join(root, 'rootfs');
+  await mkdir(join(rootfs, 'bin'), { recursive: true });
+  await copyFile('/usr/bin/busybox', join(rootfs, 'bin', 'busybox'));
+  for (const a of ['sh', 'sleep']) await symlink('busybox', join(rootfs, 'bin', a));
+  const img = join(root, 'img');
+  await mkdir(img);
+  await runOk(['tar', '--numeric-owner', '-C', rootfs, '-cf', join(img, 'layer.tar'), '.']);
+  const diffId = `sha256:${createHash('sha256').update(await readFile(join(img, 'layer.tar'))).digest('hex')}`;
+  const config = {
+    architecture: 'amd64',
+    os: 'linux',
+    config: { Entrypoint: ['/bin/sleep', '2147483647'], Env: ['PATH=/bin'] },
+    rootfs: { type: 'layers', diff_ids: [diffId] },
+    history: [{ created_by: 'batchbridge test harness' }],
+  };
+  await writeFile(join(img, 'config.json'), JSON.stringify(config));
+  await writeFile(join(img, 'manifest.json'), JSON.stringify([{ Config: 'config.json', RepoTags: [tag], Layers: ['layer.tar'] }]));
+  const tar = join(root, 'pause.tar');
+  await runOk(['tar', '-C', img, '-cf', tar, 'manifest.json', 'config.json', 'layer.tar']);
+  return tar;
+}
+
+export async function startContainerd(ns: Netns, o: StartContainerdOptions): Promise<Containerd> {
+  const dir = await mkdtemp('/tmp/bbt-ctd-');
+  const socketPath = join(dir, 'containerd.sock');
+  const logPath = join(dir, 'containerd.log');
+  const cgroupParent = `/bbt-ctd-${randomHex(4)}`;
+  const network = (JSON.parse(o.conflist) as { name: string }).name;
+  await mkdir(join(dir, 'net.d'));
+  await mkdir(join(dir, 'logs'));
+  await writeFile(join(dir, 'net.d', `10-${network}.conflist`), o.conflist);
+  await writeFile(join(dir, 'config.toml'), configToml(dir, o.binDir, o.netnsUnderState ?? true));
+
+  const argv = ns.argv(['containerd', '--config', join(dir, 'config.toml'), '--log-level', 'info']);
+  const logFd = openSync(logPath, 'a');
+  const child = spawn(argv[0] ?? 'nsenter', argv.slice(1), { stdio: ['ignore', logFd, logFd], detached: true });
+  closeSync(logFd);
+  let exited = false;
+  let exitInfo = '';
+  child.on('exit', (code, signal) => { exited = true; exitInfo = `code=${code} signal=${signal}`; });
+  child.on('error', (e) => { exited = true; exitInfo = e.message; });
+  const pid = child.pid ?? -1;
+  const cri = new CriClient(socketPath);
+  const ours = (p: number) => cmdlineOf(p).some((a) => a.includes(dir));
+  const readLog = () => { try { return readFileSync(logPath, 'utf8'); } catch { return ''; } };
+  const ctr = (args: readonly string[]) => runOk(['ctr', '--address', socketPath, ...args], { timeoutMs: 60_000 });
+
+  const sweep = (problems: string[]) => {
+    // Shims (their command line names our socket) and anything else mentioning our directory.
+    const left = pidsMentioning(dir);
+    if (left.length > 0) problems.push(`killed leftover processes: ${left.map((p) => `${p} ${cmdlineOf(p)[0] ?? ''}`).join(', ')}`);
+    for (const p of left) signalPid(p, 'SIGKILL');
+    // Pod processes (pause) live in pod namespaces; they are found through our cgroup parent.
+    const cg = cgroupDirs(cgroupParent);
+    const inCg = pidsInCgroups(cg);
+    if (inCg.length > 0) problems.push(`killed processes left in ${cgroupParent}: ${inCg.join(', ')}`);
+    for (const p of inCg) signalPid(p, 'SIGKILL');
+    return [...left, ...inCg];
+  };
+  const removeCgroups = async () => {
+    for (let i = 0; i < 20; i++) {
+      const dirs = cgroupDirs(cgroupParent);
+      if (dirs.length === 0) return;
+      for (const d of dirs) { try { rmdirSync(d); } catch { /* busy: retried */ } }
+      await sleep(100);
+    }
+  };
+  // A shim that was killed leaves its socket in the global /run/containerd/s, named (containerd 1.6)
+  // after sha256(<containerd address>/<namespace>/<id>): remove ours, by that name only.
+  const dropShimSockets = () => {
+    const tasks = join(dir, 'state', 'io.containerd.runtime.v2.task');
+    let namespaces: string[] = [];
+    try { namespaces = readdirSync(tasks); } catch { return; }
+    for (const n of namespaces) {
+      let ids: string[] = [];
+      try { ids = readdirSync(join(tasks, n)); } catch { continue; }
+      for (const id of ids) {
+        const h = createHash('sha256').update(join(socketPath, n, id)).digest('hex');
+        rmSync(join(SHIM_SOCKETS, h), { force: true });
+      }
+    }
+  };
+  const dropCache = () => {
+    try {
+      for (const f of readdirSync(LIBCNI_CACHE)) if (f.startsWith(`${network}-`)) rmSync(join(LIBCNI_CACHE, f), { force: true });
+    } catch {
+      /* no cache dir */
+    }
+  };
+
+  let stopping: Promise<void> | undefined;
+  const c: Containerd = {
+    ns, dir, socketPath, pid, logPath, cgroupParent, network, cri, ctr,
+    label: `containerd ${dir} in ${ns.name}`,
+    order: ORDER.dockerd,
+    importPauseImage: async () => {
+      const tar = await writePauseImageTar(dir);
+      await ctr(['-n', 'k8s.io', 'images', 'import', tar]);
+    },
+    logTail: (lines = 40) => readLog().trimEnd().split('\n').slice(-lines).join('\n'),
+    stop: () => (stopping ??= (async () => {
+      const problems: string[] = [];
+      if (exited) problems.push(`containerd had exited before teardown (${exitInfo})`);
+      if (!exited) {
+        // Pods through the CRI first, so their CNI DELs run as a kubelet's would.
+        const pods = await cri.listPodSandbox().catch(() => []);
+        if (pods.length > 0) problems.push(`${pods.length} pod(s) were still there at teardown`);
+        await Promise.all(pods.map(async (p) => {
+          await cri.stopPodSandbox(p.id).catch(() => {});
+          await cri.removePodSandbox(p.id).catch(() => {});
+        }));
+      }
+      cri.close();
+      const how = await terminatePid(pid, { graceMs: 10_000, isOurs: () => !exited });
+      if (how === 'killed' || how === 'survived') problems.push(`containerd ${pid} ignored SIGTERM (${how})`);
+      for (let i = 0; i < 100 && !exited; i++) await sleep(20);
+      // containerd leaves its shims running on purpose (they survive restarts): stop them and their pods.
+      const runcRoot = join(dir, 'runc');
+      if (existsSync(runcRoot)) {
+        for (const nsd of readdirSync(runcRoot)) {
+          const root = join(runcRoot, nsd);
+          const l = await run(['runc', '--root', root, 'list', '-q'], { timeoutMs: 30_000 });
+          for (const id of l.stdout.split('\n').map((s) => s.trim()).filter((s) => s !== '')) {
+            await run(['runc', '--root', root, 'delete', '-f', id], { timeoutMs: 30_000 });
+          }
+        }
+      }
+      const killed = sweep(problems);
+      for (const p of killed) await waitPidExit(p, 5_000);
+      const again = sweep([]);
+      if (again.length > 0) problems.push(`processes survived the first sweep: ${again.join(', ')}`);
+      for (const p of again) await waitPidExit(p, 5_000);
+      await removeCgroups();
+      if (cgroupDirs(cgroupParent).length > 0) problems.push(`cgroups left: ${cgroupDirs(cgroupParent).join(', ')}`);
+      dropShimSockets();
+      dropCache();
+      await keepLog(logPath, `containerd-${ns.name}.log`);
+      const left = await unmountUnder(dir);
+      if (left.length > 0) problems.push(`could not unmount: ${left.join(', ')}`);
+      else await rm(dir, { recursive: true, force: true });
+      untrack(c);
+      if (problems.length > 0) throw new Error(`containerd clean-up (${dir}):\n  ${problems.join('\n  ')}`);
+    })()),
+    close: () => c.stop(),
+    emergencyCloseSync: () => {
+      if (!exited) signalPid(pid, 'SIGKILL');
+      const runcRoot = join(dir, 'runc');
+      if (existsSync(runcRoot)) {
+        for (const nsd of readdirSync(runcRoot)) {
+          const root = join(runcRoot, nsd);
+          for (const id of runSync(['runc', '--root', root, 'list', '-q']).stdout.split('\n').filter((s) => s.trim() !== '')) {
+            runSync(['runc', '--root', root, 'delete', '-f', id.trim()]);
+          }
+        }
+      }
+      sweep([]);
+      for (const d of cgroupDirs(cgroupParent)) { try { rmdirSync(d); } catch { /* best effort */ } }
+      dropShimSockets();
+      dropCache();
+      unmountUnderSync(dir);
+      if (mountsUnder(dir).length === 0) rmSync(dir, { recursive: true, force: true });
+    },
+  };
+  track(c);
+
+  try {
+    const deadline = Date.now() + (o.readyTimeoutMs ?? 30_000);
+    for (;;) {
+      if (exited) throw new Error(`containerd exited before it was ready (${exitInfo})`);
+      const ok = existsSync(socketPath) && await cri.version().then(() => true, () => false);
+      if (ok) break;
+      if (Date.now() >= deadline) throw new Error('containerd CRI not ready in time');
+      await sleep(200);
+    }
+    if (!isAlive(pid) || !ours(pid)) throw new Error('containerd is not running');
+  } catch (e) {
+    const log = c.logTail(30);
+    await c.stop().catch(() => {});
+    throw new Error(`${e instanceof Error ? e.message : String(e)}\n--- containerd log tail ---\n${log}`);
+  }
+  return c;
+}
