@@ -5,9 +5,10 @@
 // containerd runs in, so bridges, host veths and port-mapping rules stay there.
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { closeSync, existsSync, openSync, readFileSync, readdirSync, rmSync, rmdirSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { copyFile, mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { cgroupDirs, pidsInCgroups, removeCgroups } from './cgroups.js';
 import { ORDER, track, untrack, type Resource } from './cleanup.js';
 import { CriClient } from './cri-client.js';
 import { keepLog } from './dockerd.js';
@@ -18,7 +19,6 @@ import {
 } from './proc.js';
 
 export const PAUSE_IMAGE = 'localhost/bbpause:1';
-const CGROUP_ROOT = '/sys/fs/cgroup';
 const LIBCNI_CACHE = '/var/lib/cni/results';
 const SHIM_SOCKETS = '/run/containerd/s';
 
@@ -94,41 +94,6 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
 `;
 }
 
-/** cgroup directories named `parent` under every mounted hierarchy, deepest first. */
-function cgroupDirs(parent: string): string[] {
-  const out: string[] = [];
-  const walk = (d: string): void => {
-    let entries: string[] = [];
-    try {
-      entries = readdirSync(d, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => e.name);
-    } catch {
-      return;
-    }
-    for (const e of entries) walk(join(d, e));
-    out.push(d);
-  };
-  let hierarchies: string[] = [];
-  try {
-    hierarchies = readdirSync(CGROUP_ROOT).map((h) => join(CGROUP_ROOT, h));
-  } catch {
-    return [];
-  }
-  for (const h of [...hierarchies, CGROUP_ROOT]) if (existsSync(join(h, parent))) walk(join(h, parent));
-  return [...new Set(out)];
-}
-
-function pidsInCgroups(dirs: readonly string[]): number[] {
-  const pids = new Set<number>();
-  for (const d of dirs) {
-    try {
-      for (const l of readFileSync(join(d, 'cgroup.procs'), 'utf8').split('\n')) if (/^\d+$/.test(l)) pids.add(Number(l));
-    } catch {
-      /* not a cgroup dir, or gone */
-    }
-  }
-  return [...pids];
-}
-
 /** A docker-archive tar of busybox-static with `sleep` as its entrypoint (what a pause image does). */
 export async function writePauseImageTar(workDir: string, tag = PAUSE_IMAGE): Promise<string> {
   const root = await mkdtemp(join(workDir, 'pause-'));
@@ -191,30 +156,31 @@ export async function startContainerd(ns: Netns, o: StartContainerdOptions): Pro
     for (const p of inCg) signalPid(p, 'SIGKILL');
     return [...left, ...inCg];
   };
-  const removeCgroups = async () => {
-    for (let i = 0; i < 20; i++) {
-      const dirs = cgroupDirs(cgroupParent);
-      if (dirs.length === 0) return;
-      for (const d of dirs) { try { rmdirSync(d); } catch { /* busy: retried */ } }
-      await sleep(100);
-    }
+  const dropCgroups = async () => {
+    for (let i = 0; i < 20 && removeCgroups(cgroupParent).length > 0; i++) await sleep(100);
   };
-  // A shim that was killed leaves its socket in the global /run/containerd/s, named (containerd 1.6)
-  // after sha256(<containerd address>/<namespace>/<id>): remove ours, by that name only.
-  const dropShimSockets = () => {
+  // Sandbox ids this instance ever had (from its state dir, so also after a crash).
+  const sandboxIds = (): Array<[string, string]> => {
+    const out: Array<[string, string]> = [];
     const tasks = join(dir, 'state', 'io.containerd.runtime.v2.task');
     let namespaces: string[] = [];
-    try { namespaces = readdirSync(tasks); } catch { return; }
+    try { namespaces = readdirSync(tasks); } catch { /* none */ }
     for (const n of namespaces) {
-      let ids: string[] = [];
-      try { ids = readdirSync(join(tasks, n)); } catch { continue; }
-      for (const id of ids) {
-        const h = createHash('sha256').update(join(socketPath, n, id)).digest('hex');
-        rmSync(join(SHIM_SOCKETS, h), { force: true });
-      }
+      try { for (const id of readdirSync(join(tasks, n))) out.push([n, id]); } catch { /* gone */ }
     }
+    try { for (const id of readdirSync(join(dir, 'state', 'io.containerd.grpc.v1.cri', 'sandboxes'))) out.push(['k8s.io', id]); } catch { /* none */ }
+    return out;
   };
-  const dropCache = () => {
+  // What a crash leaves in global places, removed by exact name only:
+  // - a killed shim's socket in /run/containerd/s, named (containerd 1.6) after
+  //   sha256(<containerd address>/<namespace>/<id>);
+  // - libcni's cache entries: <network>-<id>-eth0 and the CRI plugin's own loopback network,
+  //   cni-loopback-<id>-lo (a pod whose DEL never ran keeps both).
+  const dropGlobalLeftovers = () => {
+    for (const [n, id] of sandboxIds()) {
+      rmSync(join(SHIM_SOCKETS, createHash('sha256').update(join(socketPath, n, id)).digest('hex')), { force: true });
+      rmSync(join(LIBCNI_CACHE, `cni-loopback-${id}-lo`), { force: true });
+    }
     try {
       for (const f of readdirSync(LIBCNI_CACHE)) if (f.startsWith(`${network}-`)) rmSync(join(LIBCNI_CACHE, f), { force: true });
     } catch {
@@ -264,10 +230,9 @@ export async function startContainerd(ns: Netns, o: StartContainerdOptions): Pro
       const again = sweep([]);
       if (again.length > 0) problems.push(`processes survived the first sweep: ${again.join(', ')}`);
       for (const p of again) await waitPidExit(p, 5_000);
-      await removeCgroups();
+      await dropCgroups();
       if (cgroupDirs(cgroupParent).length > 0) problems.push(`cgroups left: ${cgroupDirs(cgroupParent).join(', ')}`);
-      dropShimSockets();
-      dropCache();
+      dropGlobalLeftovers();
       await keepLog(logPath, `containerd-${ns.name}.log`);
       const left = await unmountUnder(dir);
       if (left.length > 0) problems.push(`could not unmount: ${left.join(', ')}`);
@@ -288,9 +253,8 @@ export async function startContainerd(ns: Netns, o: StartContainerdOptions): Pro
         }
       }
       sweep([]);
-      for (const d of cgroupDirs(cgroupParent)) { try { rmdirSync(d); } catch { /* best effort */ } }
-      dropShimSockets();
-      dropCache();
+      removeCgroups(cgroupParent);
+      dropGlobalLeftovers();
       unmountUnderSync(dir);
       if (mountsUnder(dir).length === 0) rmSync(dir, { recursive: true, force: true });
     },
