@@ -234,6 +234,6 @@ async function main(): Promise<void> {
 }
 
 main().catch((e: unknown) => {
-  process.stderr.write(`cni-pods: ${e instanceof Error ? e.stack ?? e.message : String(e)}\n`);
+  process.stderr.write(`cni-pods: ${e instanceof Error ? e.message : String(e)}\n`);
   process.exitCode = 1;
 });
