@@ -146,7 +146,17 @@ async function criVariant(label: string, conflist: string, binDirs: readonly str
   }
 }
 
-async function main(): Promise<void> {
+interface Options {
+  total: number;
+  concurrency: number;
+  repeats: number;
+  variants: string[];
+  plugins: Array<{ file: string; text: string }>;
+  cniPath: string[];
+  cri: { total: number; concurrency: number } | undefined;
+}
+
+function options(): Options | undefined {
   const { values } = parseArgs({
     options: {
       total: { type: 'string', default: '400' },
@@ -162,71 +172,90 @@ async function main(): Promise<void> {
     },
   });
   if (values.help) {
-    process.stdout.write(readFileSync(new URL(import.meta.url), 'utf8').split('\n').filter((l) => l.startsWith('//')).map((l) => l.slice(3)).join('\n') + '\n');
-    return;
+    const header = readFileSync(new URL(import.meta.url), 'utf8').split('\n').filter((l) => l.startsWith('//'));
+    process.stdout.write(`${header.map((l) => l.slice(3)).join('\n')}\n`);
+    return undefined;
   }
-  if (isInitNetns(null)) throw new Error('refusing to run in the root network namespace: run under `unshare --net`');
   const num = (s: string, what: string) => {
     const n = Number(s);
     if (!Number.isInteger(n) || n < 1) throw new Error(`--${what} wants a positive integer, not ${JSON.stringify(s)}`);
     return n;
   };
-  const total = num(values.total, 'total');
-  const concurrency = num(values.concurrency, 'concurrency');
-  const repeats = num(values.repeats, 'repeats');
-  await run(['ip', 'link', 'set', 'lo', 'up']);
+  const variants = values.variants.split(',').filter((v) => v !== '');
+  for (const v of variants) if (!['netns', 'noop', 'reference'].includes(v)) throw new Error(`unknown variant ${v} (netns, noop, reference)`);
+  return {
+    total: num(values.total, 'total'),
+    concurrency: num(values.concurrency, 'concurrency'),
+    repeats: num(values.repeats, 'repeats'),
+    variants,
+    plugins: values.plugin.map((file) => {
+      const text = readFileSync(file, 'utf8');
+      parseConflist(text);
+      return { file, text };
+    }),
+    cniPath: values['cni-path'],
+    cri: values.cri ? { total: num(values['cri-total'], 'cri-total'), concurrency: num(values['cri-concurrency'], 'cri-concurrency') } : undefined,
+  };
+}
 
+const NOOP_LIST = '{"cniVersion":"1.0.0","name":"bench-noop","plugins":[{"type":"noop","capabilities":{"portMappings":true}}]}';
+
+/** The exec variants, each timed `repeats` times after a warm-up; prints a line per variant and the ratios. */
+async function execVariants(o: Options, work: string): Promise<void> {
+  const bin = await referencePluginDir(join(work, 'bin'), REFERENCE_PLUGINS);
+  await noopPlugin(bin, 'noop');
+  const cni = new CniExec({ path: [...o.cniPath, bin], cacheDir: join(work, 'cache') });
+  const reference = referenceConflist({ name: 'bench-ref', bridge: 'bbbench0', subnet: '198.18.128.0/22', dataDir: join(work, 'ipam') });
+  const byName: Record<string, Variant> = {
+    netns: { label: 'namespace add/del alone', list: undefined },
+    noop: { label: 'do-nothing plugin (sh)', list: parseConflist(NOOP_LIST) },
+    reference: { label: 'reference chain (bridge+host-local+portmap)', list: parseConflist(reference) },
+  };
+  const variants = o.variants.map((v) => byName[v] as Variant);
+  for (const p of o.plugins) variants.push({ label: `${parseConflist(p.text).name} (${p.file})`, list: parseConflist(p.text) });
+
+  process.stdout.write(`cni-pods: ${o.total} pod lifecycles, ${o.concurrency} at a time, ${o.repeats} repeat(s); load average at start ${loadavg()}\n`);
+  const rates = new Map<string, number>();
+  for (const v of variants) {
+    await lifecycles(v, cni, Math.min(o.concurrency, o.total), o.concurrency, 40000); // warm-up
+    const runs: RunStats[] = [];
+    for (let r = 0; r < o.repeats; r++) runs.push(await lifecycles(v, cni, o.total, o.concurrency, 20000));
+    const m = median(runs.map((x) => x.podsPerSec));
+    rates.set(v.label, m);
+    const lat = v.list === undefined ? '' : `  (mean ADD ${fmt(median(runs.map((x) => x.addMs)))} ms, DEL ${fmt(median(runs.map((x) => x.delMs)))} ms)`;
+    process.stdout.write(`  ${v.label.padEnd(48)} ${fmt(m).padStart(7)} pods/s  [${runs.map((x) => fmt(x.podsPerSec)).join(', ')}]${lat}  load ${loadavg()}\n`);
+  }
+  const base = rates.get(byName['noop']?.label ?? '');
+  const ref = rates.get(byName['reference']?.label ?? '');
+  for (const v of variants.slice(o.variants.length)) {
+    const m = rates.get(v.label) ?? 0;
+    if (base !== undefined) process.stdout.write(`  ${v.label}: ${(m / base).toFixed(2)} of the do-nothing plugin\n`);
+    if (ref !== undefined) process.stdout.write(`  ${v.label}: ${(m / ref).toFixed(1)}x the reference chain\n`);
+  }
+}
+
+async function criVariants(o: Options, cri: NonNullable<Options['cri']>, work: string): Promise<void> {
+  process.stdout.write(`cri: ${cri.total} pods through containerd's CRI (RunPodSandbox with a port mapping, Stop, Remove), ${cri.concurrency} at a time\n`);
+  await mkdir(work);
+  const lists = [
+    { label: 'reference chain', text: referenceConflist({ name: 'bench-cri-ref', bridge: 'bbbcri0', subnet: '198.18.132.0/22', dataDir: join(work, 'ipam') }) },
+    ...o.plugins.map((p) => ({ label: parseConflist(p.text).name, text: p.text })),
+  ];
+  for (const l of lists) {
+    const s = await criVariant(l.label, l.text, o.cniPath, cri.total, cri.concurrency, work);
+    process.stdout.write(`  ${`CRI, ${l.label}`.padEnd(48)} ${fmt(s.podsPerSec).padStart(7)} pods/s  (${s.seconds.toFixed(1)} s)  load ${loadavg()}\n`);
+  }
+}
+
+async function main(): Promise<void> {
+  const o = options();
+  if (o === undefined) return;
+  if (isInitNetns(null)) throw new Error('refusing to run in the root network namespace: run under `unshare --net`');
+  await run(['ip', 'link', 'set', 'lo', 'up']);
   const tmp = await makeTempDir('bbbench-cni-');
   try {
-    const bin = await referencePluginDir(join(tmp.path, 'bin'), REFERENCE_PLUGINS);
-    await noopPlugin(bin, 'noop');
-    const path = [...values['cni-path'], bin];
-    const cni = new CniExec({ path, cacheDir: join(tmp.path, 'cache') });
-    const reference = referenceConflist({ name: 'bench-ref', bridge: 'bbbench0', subnet: '198.18.128.0/22', dataDir: join(tmp.path, 'ipam') });
-    const variants: Variant[] = [];
-    for (const v of values.variants.split(',').filter((s) => s !== '')) {
-      if (v === 'netns') variants.push({ label: 'namespace add/del alone', list: undefined });
-      else if (v === 'noop') variants.push({ label: 'do-nothing plugin (sh)', list: parseConflist('{"cniVersion":"1.0.0","name":"bench-noop","plugins":[{"type":"noop","capabilities":{"portMappings":true}}]}') });
-      else if (v === 'reference') variants.push({ label: 'reference chain (bridge+host-local+portmap)', list: parseConflist(reference) });
-      else throw new Error(`unknown variant ${v} (netns, noop, reference)`);
-    }
-    const plugins = values.plugin.map((f) => ({ file: f, text: readFileSync(f, 'utf8') }));
-    for (const p of plugins) variants.push({ label: `${parseConflist(p.text).name} (${p.file})`, list: parseConflist(p.text) });
-
-    process.stdout.write(`cni-pods: ${total} pod lifecycles, ${concurrency} at a time, ${repeats} repeat(s); load average at start ${loadavg()}\n`);
-    const rows: Array<{ label: string; runs: RunStats[] }> = [];
-    for (const v of variants) {
-      await lifecycles(v, cni, Math.min(concurrency, total), concurrency, 40000); // warm-up
-      const runs: RunStats[] = [];
-      for (let r = 0; r < repeats; r++) runs.push(await lifecycles(v, cni, total, concurrency, 20000));
-      rows.push({ label: v.label, runs });
-      const m = median(runs.map((x) => x.podsPerSec));
-      const lat = v.list === undefined ? '' : `  (mean ADD ${fmt(median(runs.map((x) => x.addMs)))} ms, DEL ${fmt(median(runs.map((x) => x.delMs)))} ms)`;
-      process.stdout.write(`  ${v.label.padEnd(48)} ${fmt(m).padStart(7)} pods/s  [${runs.map((x) => fmt(x.podsPerSec)).join(', ')}]${lat}  load ${loadavg()}\n`);
-    }
-    const base = rows.find((r) => r.label.startsWith('do-nothing'));
-    const ref = rows.find((r) => r.label.startsWith('reference'));
-    for (const p of plugins) {
-      const row = rows.find((r) => r.label.includes(`(${p.file})`));
-      if (row === undefined) continue;
-      const m = median(row.runs.map((x) => x.podsPerSec));
-      if (base) process.stdout.write(`  ${row.label}: ${(m / median(base.runs.map((x) => x.podsPerSec))).toFixed(2)} of the do-nothing plugin\n`);
-      if (ref) process.stdout.write(`  ${row.label}: ${(m / median(ref.runs.map((x) => x.podsPerSec))).toFixed(1)}x the reference chain\n`);
-    }
-
-    if (values.cri) {
-      const criTotal = num(values['cri-total'], 'cri-total');
-      const criConc = num(values['cri-concurrency'], 'cri-concurrency');
-      process.stdout.write(`cri: ${criTotal} pods through containerd's CRI (RunPodSandbox with a port mapping, Stop, Remove), ${criConc} at a time\n`);
-      const work = join(tmp.path, 'cri');
-      await mkdir(work);
-      const criLists = [{ label: 'reference chain', text: referenceConflist({ name: 'bench-cri-ref', bridge: 'bbbcri0', subnet: '198.18.132.0/22', dataDir: join(work, 'ipam') }) },
-        ...plugins.map((p) => ({ label: parseConflist(p.text).name, text: p.text }))];
-      for (const l of criLists) {
-        const s = await criVariant(l.label, l.text, values['cni-path'], criTotal, criConc, work);
-        process.stdout.write(`  ${`CRI, ${l.label}`.padEnd(48)} ${fmt(s.podsPerSec).padStart(7)} pods/s  (${s.seconds.toFixed(1)} s)  load ${loadavg()}\n`);
-      }
-    }
+    await execVariants(o, tmp.path);
+    if (o.cri !== undefined) await criVariants(o, o.cri, join(tmp.path, 'cri'));
   } finally {
     for (const n of [...live]) await netnsDel(n).catch(() => {});
     await tmp.close();

@@ -7,16 +7,18 @@ import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { closeSync, existsSync, openSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { copyFile, mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
-import { cgroupDirs, pidsInCgroups, removeCgroups } from './cgroups.js';
+import { basename, join } from 'node:path';
 import { ORDER, track, untrack, type Resource } from './cleanup.js';
 import { CriClient } from './cri-client.js';
 import { keepLog } from './dockerd.js';
 import type { Netns } from './netns.js';
 import {
-  cmdlineOf, isAlive, mountsUnder, pidsMentioning, randomHex, run, runOk, runSync, signalPid, sleep,
-  terminatePid, unmountUnder, unmountUnderSync, waitPidExit,
+  cmdlineOf, isAlive, mountsUnder, randomHex, runOk, signalPid, sleep, terminatePid, unmountUnder,
+  unmountUnderSync,
 } from './proc.js';
+import {
+  dropCgroups, killLeftovers, killLeftoversAndWait, removeCgroups, runcDeleteAll, runcDeleteAllSync, subdirs,
+} from './sweep.js';
 
 export const PAUSE_IMAGE = 'localhost/bbpause:1';
 const LIBCNI_CACHE = '/var/lib/cni/results';
@@ -119,158 +121,157 @@ export async function writePauseImageTar(workDir: string, tag = PAUSE_IMAGE): Pr
   return tar;
 }
 
-export async function startContainerd(ns: Netns, o: StartContainerdOptions): Promise<Containerd> {
+interface Instance {
+  ns: Netns;
+  dir: string;
+  socketPath: string;
+  logPath: string;
+  cgroupParent: string;
+  network: string;
+  pid: number;
+  cri: CriClient;
+  exited(): boolean;
+  exitInfo(): string;
+}
+
+/** Sandbox ids this instance ever had, with their containerd namespace (from its state dir, so also after a crash). */
+function sandboxIds(dir: string): Array<[string, string]> {
+  const out: Array<[string, string]> = [];
+  const tasks = join(dir, 'state', 'io.containerd.runtime.v2.task');
+  for (const nsDir of subdirs(tasks)) {
+    try {
+      for (const id of readdirSync(nsDir)) out.push([basename(nsDir), id]);
+    } catch {
+      /* gone */
+    }
+  }
+  try {
+    for (const id of readdirSync(join(dir, 'state', 'io.containerd.grpc.v1.cri', 'sandboxes'))) out.push(['k8s.io', id]);
+  } catch {
+    /* none */
+  }
+  return out;
+}
+
+/**
+ * What a crash leaves in global places, removed by exact name only:
+ * - a killed shim's socket in /run/containerd/s, named (containerd 1.6) after
+ *   sha256(<containerd address>/<namespace>/<id>);
+ * - libcni's cache entries: <network>-<id>-eth0 and the CRI plugin's own loopback network,
+ *   cni-loopback-<id>-lo (a pod whose DEL never ran keeps both).
+ */
+function dropGlobalLeftovers(i: Pick<Instance, 'dir' | 'socketPath' | 'network'>): void {
+  for (const [n, id] of sandboxIds(i.dir)) {
+    rmSync(join(SHIM_SOCKETS, createHash('sha256').update(join(i.socketPath, n, id)).digest('hex')), { force: true });
+    rmSync(join(LIBCNI_CACHE, `cni-loopback-${id}-lo`), { force: true });
+  }
+  try {
+    for (const f of readdirSync(LIBCNI_CACHE)) if (f.startsWith(`${i.network}-`)) rmSync(join(LIBCNI_CACHE, f), { force: true });
+  } catch {
+    /* no cache dir */
+  }
+}
+
+/** Containerd.stop(): returns what it had to force. */
+async function teardown(i: Instance): Promise<string[]> {
+  const problems: string[] = [];
+  if (i.exited()) {
+    problems.push(`containerd had exited before teardown (${i.exitInfo()})`);
+  } else {
+    // Pods through the CRI first, so their CNI DELs run as a kubelet's would.
+    const pods = await i.cri.listPodSandbox().catch(() => []);
+    if (pods.length > 0) problems.push(`${pods.length} pod(s) were still there at teardown`);
+    await Promise.all(pods.map(async (p) => {
+      await i.cri.stopPodSandbox(p.id).catch(() => {});
+      await i.cri.removePodSandbox(p.id).catch(() => {});
+    }));
+  }
+  i.cri.close();
+  const how = await terminatePid(i.pid, { graceMs: 10_000, isOurs: () => !i.exited() });
+  if (how === 'killed' || how === 'survived') problems.push(`containerd ${i.pid} ignored SIGTERM (${how})`);
+  for (let n = 0; n < 100 && !i.exited(); n++) await sleep(20);
+  // containerd leaves its shims running on purpose (they survive its restarts): their pods go first.
+  for (const root of subdirs(join(i.dir, 'runc'))) await runcDeleteAll(root);
+  await killLeftoversAndWait(i.dir, i.cgroupParent, problems);
+  const cg = await dropCgroups(i.cgroupParent);
+  if (cg.length > 0) problems.push(`cgroups left: ${cg.join(', ')}`);
+  dropGlobalLeftovers(i);
+  await keepLog(i.logPath, `containerd-${i.ns.name}.log`);
+  const left = await unmountUnder(i.dir);
+  if (left.length > 0) problems.push(`could not unmount: ${left.join(', ')}`);
+  else await rm(i.dir, { recursive: true, force: true });
+  return problems;
+}
+
+function emergencyTeardown(i: Instance): void {
+  if (!i.exited()) signalPid(i.pid, 'SIGKILL');
+  for (const root of subdirs(join(i.dir, 'runc'))) runcDeleteAllSync(root);
+  killLeftovers(i.dir, i.cgroupParent, []);
+  removeCgroups(i.cgroupParent);
+  dropGlobalLeftovers(i);
+  unmountUnderSync(i.dir);
+  if (mountsUnder(i.dir).length === 0) rmSync(i.dir, { recursive: true, force: true });
+}
+
+async function spawnContainerd(ns: Netns, o: StartContainerdOptions): Promise<Instance> {
   const dir = await mkdtemp('/tmp/bbt-ctd-');
-  const socketPath = join(dir, 'containerd.sock');
-  const logPath = join(dir, 'containerd.log');
-  const cgroupParent = `/bbt-ctd-${randomHex(4)}`;
   const network = (JSON.parse(o.conflist) as { name: string }).name;
   await mkdir(join(dir, 'net.d'));
   await mkdir(join(dir, 'logs'));
   await writeFile(join(dir, 'net.d', `10-${network}.conflist`), o.conflist);
   await writeFile(join(dir, 'config.toml'), configToml(dir, o.binDir, o.netnsUnderState ?? true));
-
+  const logPath = join(dir, 'containerd.log');
   const argv = ns.argv(['containerd', '--config', join(dir, 'config.toml'), '--log-level', 'info']);
   const logFd = openSync(logPath, 'a');
+  // nsenter execs containerd, so the child's pid is containerd's; its own process group.
   const child = spawn(argv[0] ?? 'nsenter', argv.slice(1), { stdio: ['ignore', logFd, logFd], detached: true });
   closeSync(logFd);
   let exited = false;
   let exitInfo = '';
   child.on('exit', (code, signal) => { exited = true; exitInfo = `code=${code} signal=${signal}`; });
   child.on('error', (e) => { exited = true; exitInfo = e.message; });
-  const pid = child.pid ?? -1;
-  const cri = new CriClient(socketPath);
-  const ours = (p: number) => cmdlineOf(p).some((a) => a.includes(dir));
+  const socketPath = join(dir, 'containerd.sock');
+  return {
+    ns, dir, socketPath, logPath, network,
+    cgroupParent: `/bbt-ctd-${randomHex(4)}`,
+    pid: child.pid ?? -1,
+    cri: new CriClient(socketPath),
+    exited: () => exited,
+    exitInfo: () => exitInfo,
+  };
+}
+
+export async function startContainerd(ns: Netns, o: StartContainerdOptions): Promise<Containerd> {
+  const i = await spawnContainerd(ns, o);
+  const { dir, socketPath, logPath, cgroupParent, network, pid, cri } = i;
   const readLog = () => { try { return readFileSync(logPath, 'utf8'); } catch { return ''; } };
   const ctr = (args: readonly string[]) => runOk(['ctr', '--address', socketPath, ...args], { timeoutMs: 60_000 });
-
-  const sweep = (problems: string[]) => {
-    // Shims (their command line names our socket) and anything else mentioning our directory.
-    const left = pidsMentioning(dir);
-    if (left.length > 0) problems.push(`killed leftover processes: ${left.map((p) => `${p} ${cmdlineOf(p)[0] ?? ''}`).join(', ')}`);
-    for (const p of left) signalPid(p, 'SIGKILL');
-    // Pod processes (pause) live in pod namespaces; they are found through our cgroup parent.
-    const cg = cgroupDirs(cgroupParent);
-    const inCg = pidsInCgroups(cg);
-    if (inCg.length > 0) problems.push(`killed processes left in ${cgroupParent}: ${inCg.join(', ')}`);
-    for (const p of inCg) signalPid(p, 'SIGKILL');
-    return [...left, ...inCg];
-  };
-  const dropCgroups = async () => {
-    for (let i = 0; i < 20 && removeCgroups(cgroupParent).length > 0; i++) await sleep(100);
-  };
-  // Sandbox ids this instance ever had (from its state dir, so also after a crash).
-  const sandboxIds = (): Array<[string, string]> => {
-    const out: Array<[string, string]> = [];
-    const tasks = join(dir, 'state', 'io.containerd.runtime.v2.task');
-    let namespaces: string[] = [];
-    try { namespaces = readdirSync(tasks); } catch { /* none */ }
-    for (const n of namespaces) {
-      try { for (const id of readdirSync(join(tasks, n))) out.push([n, id]); } catch { /* gone */ }
-    }
-    try { for (const id of readdirSync(join(dir, 'state', 'io.containerd.grpc.v1.cri', 'sandboxes'))) out.push(['k8s.io', id]); } catch { /* none */ }
-    return out;
-  };
-  // What a crash leaves in global places, removed by exact name only:
-  // - a killed shim's socket in /run/containerd/s, named (containerd 1.6) after
-  //   sha256(<containerd address>/<namespace>/<id>);
-  // - libcni's cache entries: <network>-<id>-eth0 and the CRI plugin's own loopback network,
-  //   cni-loopback-<id>-lo (a pod whose DEL never ran keeps both).
-  const dropGlobalLeftovers = () => {
-    for (const [n, id] of sandboxIds()) {
-      rmSync(join(SHIM_SOCKETS, createHash('sha256').update(join(socketPath, n, id)).digest('hex')), { force: true });
-      rmSync(join(LIBCNI_CACHE, `cni-loopback-${id}-lo`), { force: true });
-    }
-    try {
-      for (const f of readdirSync(LIBCNI_CACHE)) if (f.startsWith(`${network}-`)) rmSync(join(LIBCNI_CACHE, f), { force: true });
-    } catch {
-      /* no cache dir */
-    }
-  };
-
   let stopping: Promise<void> | undefined;
   const c: Containerd = {
     ns, dir, socketPath, pid, logPath, cgroupParent, network, cri, ctr,
     label: `containerd ${dir} in ${ns.name}`,
     order: ORDER.dockerd,
     importPauseImage: async () => {
-      const tar = await writePauseImageTar(dir);
-      await ctr(['-n', 'k8s.io', 'images', 'import', tar]);
+      await ctr(['-n', 'k8s.io', 'images', 'import', await writePauseImageTar(dir)]);
     },
     logTail: (lines = 40) => readLog().trimEnd().split('\n').slice(-lines).join('\n'),
-    stop: () => (stopping ??= (async () => {
-      const problems: string[] = [];
-      if (exited) problems.push(`containerd had exited before teardown (${exitInfo})`);
-      if (!exited) {
-        // Pods through the CRI first, so their CNI DELs run as a kubelet's would.
-        const pods = await cri.listPodSandbox().catch(() => []);
-        if (pods.length > 0) problems.push(`${pods.length} pod(s) were still there at teardown`);
-        await Promise.all(pods.map(async (p) => {
-          await cri.stopPodSandbox(p.id).catch(() => {});
-          await cri.removePodSandbox(p.id).catch(() => {});
-        }));
-      }
-      cri.close();
-      const how = await terminatePid(pid, { graceMs: 10_000, isOurs: () => !exited });
-      if (how === 'killed' || how === 'survived') problems.push(`containerd ${pid} ignored SIGTERM (${how})`);
-      for (let i = 0; i < 100 && !exited; i++) await sleep(20);
-      // containerd leaves its shims running on purpose (they survive restarts): stop them and their pods.
-      const runcRoot = join(dir, 'runc');
-      if (existsSync(runcRoot)) {
-        for (const nsd of readdirSync(runcRoot)) {
-          const root = join(runcRoot, nsd);
-          const l = await run(['runc', '--root', root, 'list', '-q'], { timeoutMs: 30_000 });
-          for (const id of l.stdout.split('\n').map((s) => s.trim()).filter((s) => s !== '')) {
-            await run(['runc', '--root', root, 'delete', '-f', id], { timeoutMs: 30_000 });
-          }
-        }
-      }
-      const killed = sweep(problems);
-      for (const p of killed) await waitPidExit(p, 5_000);
-      const again = sweep([]);
-      if (again.length > 0) problems.push(`processes survived the first sweep: ${again.join(', ')}`);
-      for (const p of again) await waitPidExit(p, 5_000);
-      await dropCgroups();
-      if (cgroupDirs(cgroupParent).length > 0) problems.push(`cgroups left: ${cgroupDirs(cgroupParent).join(', ')}`);
-      dropGlobalLeftovers();
-      await keepLog(logPath, `containerd-${ns.name}.log`);
-      const left = await unmountUnder(dir);
-      if (left.length > 0) problems.push(`could not unmount: ${left.join(', ')}`);
-      else await rm(dir, { recursive: true, force: true });
+    stop: () => (stopping ??= teardown(i).then((problems) => {
       untrack(c);
       if (problems.length > 0) throw new Error(`containerd clean-up (${dir}):\n  ${problems.join('\n  ')}`);
-    })()),
+    })),
     close: () => c.stop(),
-    emergencyCloseSync: () => {
-      if (!exited) signalPid(pid, 'SIGKILL');
-      const runcRoot = join(dir, 'runc');
-      if (existsSync(runcRoot)) {
-        for (const nsd of readdirSync(runcRoot)) {
-          const root = join(runcRoot, nsd);
-          for (const id of runSync(['runc', '--root', root, 'list', '-q']).stdout.split('\n').filter((s) => s.trim() !== '')) {
-            runSync(['runc', '--root', root, 'delete', '-f', id.trim()]);
-          }
-        }
-      }
-      sweep([]);
-      removeCgroups(cgroupParent);
-      dropGlobalLeftovers();
-      unmountUnderSync(dir);
-      if (mountsUnder(dir).length === 0) rmSync(dir, { recursive: true, force: true });
-    },
+    emergencyCloseSync: () => emergencyTeardown(i),
   };
   track(c);
-
   try {
     const deadline = Date.now() + (o.readyTimeoutMs ?? 30_000);
     for (;;) {
-      if (exited) throw new Error(`containerd exited before it was ready (${exitInfo})`);
-      const ok = existsSync(socketPath) && await cri.version().then(() => true, () => false);
-      if (ok) break;
+      if (i.exited()) throw new Error(`containerd exited before it was ready (${i.exitInfo()})`);
+      if (existsSync(socketPath) && await cri.version().then(() => true, () => false)) break;
       if (Date.now() >= deadline) throw new Error('containerd CRI not ready in time');
       await sleep(200);
     }
-    if (!isAlive(pid) || !ours(pid)) throw new Error('containerd is not running');
+    if (!isAlive(pid) || !cmdlineOf(pid).some((a) => a.includes(dir))) throw new Error('containerd is not running');
   } catch (e) {
     const log = c.logTail(30);
     await c.stop().catch(() => {});

@@ -10,13 +10,13 @@
 import { existsSync, rmSync } from 'node:fs';
 import { copyFile, mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { cgroupDirs, pidsInCgroups, removeCgroups } from './cgroups.js';
 import { ORDER, track, untrack, type Resource } from './cleanup.js';
 import type { Netns } from './netns.js';
 import {
-  cmdlineOf, describeRun, mountsUnder, pidsMentioning, randomHex, run, runSync, signalPid, sleep,
-  unmountUnder, unmountUnderSync, waitPidExit, type RunOptions, type RunResult,
+  describeRun, mountsUnder, randomHex, runSync, unmountUnder, unmountUnderSync, type RunOptions,
+  type RunResult,
 } from './proc.js';
+import { dropCgroups, killLeftovers, killLeftoversAndWait, removeCgroups, runcDeleteAll, runcDeleteAllSync } from './sweep.js';
 
 const LIBCNI_CACHE = '/var/lib/cni/results';
 
@@ -72,6 +72,62 @@ async function busyboxRootfs(dir: string): Promise<string> {
   return root;
 }
 
+interface Instance {
+  dir: string;
+  cgroupParent: string;
+  networks: string[];
+  /** Network namespaces and container ids seen (for the global leftovers). */
+  netnsFiles: Set<string>;
+  ids: Set<string>;
+  podman(args: readonly string[], opts?: RunOptions): Promise<RunResult>;
+}
+
+/** The container's /run/netns/netns-<uuid> and libcni cache entries, by exact name; our cgroups. */
+function dropGlobalLeftovers(i: Instance, problems: string[]): void {
+  for (const f of i.netnsFiles) {
+    if (!existsSync(f)) continue;
+    problems.push(`network namespace ${f} was left`);
+    if (runSync(['umount', f]).code !== 0) runSync(['umount', '-l', f]);
+    rmSync(f, { force: true });
+  }
+  for (const id of i.ids) for (const n of i.networks) rmSync(join(LIBCNI_CACHE, `${n}-${id}-eth0`), { force: true });
+  removeCgroups(i.cgroupParent);
+}
+
+/** Podman.stop(): returns what it had to force. */
+async function teardown(i: Instance): Promise<string[]> {
+  const problems: string[] = [];
+  const ps = await i.podman(['ps', '-aq', '--no-trunc'], { timeoutMs: 30_000 });
+  const left = ps.stdout.split('\n').map((s) => s.trim()).filter((s) => s !== '');
+  if (left.length > 0) {
+    problems.push(`${left.length} container(s) were still there at teardown`);
+    for (const id of left) i.ids.add(id);
+    const r = await i.podman(['rm', '-f', '-t', '0', ...left], { timeoutMs: 60_000 });
+    if (r.code !== 0) problems.push(`podman rm -f: ${r.stderr.trim()}`);
+  }
+  await killLeftoversAndWait(i.dir, i.cgroupParent, problems);
+  // A stopped container's state can linger a moment after `podman rm` (conmon's clean-up runs
+  // concurrently); only a live one is a finding.
+  for (const c of await runcDeleteAll(join(i.dir, 'runc'))) {
+    if (c.status !== 'stopped') problems.push(`container ${c.id.slice(0, 12)} was still ${c.status}`);
+  }
+  dropGlobalLeftovers(i, problems);
+  const cg = await dropCgroups(i.cgroupParent);
+  if (cg.length > 0) problems.push(`cgroups left: ${cg.join(', ')}`);
+  const mounts = await unmountUnder(i.dir);
+  if (mounts.length > 0) problems.push(`could not unmount: ${mounts.join(', ')}`);
+  else await rm(i.dir, { recursive: true, force: true });
+  return problems;
+}
+
+function emergencyTeardown(i: Instance): void {
+  killLeftovers(i.dir, i.cgroupParent, []);
+  runcDeleteAllSync(join(i.dir, 'runc'));
+  dropGlobalLeftovers(i, []);
+  unmountUnderSync(i.dir);
+  if (mountsUnder(i.dir).length === 0) rmSync(i.dir, { recursive: true, force: true });
+}
+
 export async function startPodman(ns: Netns, o: PodmanOptions): Promise<Podman> {
   const dir = await mkdtemp('/tmp/bbt-pod-');
   const confDir = join(dir, 'net.d');
@@ -84,7 +140,6 @@ export async function startPodman(ns: Netns, o: PodmanOptions): Promise<Podman> 
   }
   await writeFile(join(dir, 'containers.conf'), containersConf(dir, o.binDir));
   const rootfs = await busyboxRootfs(dir);
-  const cgroupParent = `/bbt-pod-${randomHex(4)}`;
   const global = [
     '--root', join(dir, 'root'), '--runroot', join(dir, 'runroot'), '--tmpdir', join(dir, 'tmp'),
     '--storage-driver', 'vfs', '--runtime-flag', `root=${join(dir, 'runc')}`,
@@ -96,90 +151,26 @@ export async function startPodman(ns: Netns, o: PodmanOptions): Promise<Podman> 
     if (r.code !== 0) throw new Error(describeRun(['podman', ...args], r));
     return r.stdout;
   };
-  const netnsFiles = new Set<string>();
-  const ids = new Set<string>();
-
-  const sweep = (problems: string[]): number[] => {
-    const left = pidsMentioning(dir);
-    if (left.length > 0) problems.push(`killed leftover processes: ${left.map((p) => `${p} ${cmdlineOf(p)[0] ?? ''}`).join(', ')}`);
-    // Container processes live in other namespaces: found through our cgroup parent.
-    const inCg = pidsInCgroups(cgroupDirs(cgroupParent));
-    if (inCg.length > 0) problems.push(`killed processes left in ${cgroupParent}: ${inCg.join(', ')}`);
-    for (const p of [...left, ...inCg]) signalPid(p, 'SIGKILL');
-    return [...left, ...inCg];
-  };
-  const dropGlobalLeftovers = (problems: string[]) => {
-    for (const f of netnsFiles) {
-      if (!existsSync(f)) continue;
-      problems.push(`network namespace ${f} was left`);
-      if (runSync(['umount', f]).code !== 0) runSync(['umount', '-l', f]);
-      rmSync(f, { force: true });
-    }
-    for (const id of ids) for (const n of networks) rmSync(join(LIBCNI_CACHE, `${n}-${id}-eth0`), { force: true });
-    removeCgroups(cgroupParent);
-  };
-
+  const i: Instance = { dir, cgroupParent: `/bbt-pod-${randomHex(4)}`, networks, netnsFiles: new Set(), ids: new Set(), podman };
   let stopping: Promise<void> | undefined;
   const p: Podman = {
-    ns, dir, confDir, rootfs, cgroupParent, podman, podmanOk,
+    ns, dir, confDir, rootfs, cgroupParent: i.cgroupParent, podman, podmanOk,
     label: `podman ${dir} in ${ns.name}`,
     order: ORDER.dockerd,
     runDetached: async (name, runArgs, cmd) => {
-      const out = await podmanOk(['run', '-d', '--name', name, ...PODMAN_ULIMITS, '--cgroup-parent', cgroupParent, ...runArgs, '--rootfs', rootfs, ...cmd]);
+      const out = await podmanOk(['run', '-d', '--name', name, ...PODMAN_ULIMITS, '--cgroup-parent', i.cgroupParent, ...runArgs, '--rootfs', rootfs, ...cmd]);
       const id = out.trim().split('\n').pop() ?? '';
-      ids.add(id);
+      i.ids.add(id);
       const netns = (await podmanOk(['inspect', '--format', '{{.NetworkSettings.SandboxKey}}', id])).trim();
-      if (netns !== '') netnsFiles.add(netns);
+      if (netns !== '') i.netnsFiles.add(netns);
       return { id, netns };
     },
-    stop: () => (stopping ??= (async () => {
-      const problems: string[] = [];
-      const ps = await podman(['ps', '-aq', '--no-trunc'], { timeoutMs: 30_000 });
-      const left = ps.stdout.split('\n').map((s) => s.trim()).filter((s) => s !== '');
-      if (left.length > 0) {
-        problems.push(`${left.length} container(s) were still there at teardown`);
-        for (const id of left) ids.add(id);
-        const r = await podman(['rm', '-f', '-t', '0', ...left], { timeoutMs: 60_000 });
-        if (r.code !== 0) problems.push(`podman rm -f: ${r.stderr.trim()}`);
-      }
-      const killed = sweep(problems);
-      for (const pid of killed) await waitPidExit(pid, 5_000);
-      const runcRoot = join(dir, 'runc');
-      if (existsSync(runcRoot)) {
-        // A stopped container's state can linger a moment after `podman rm` (conmon's clean-up
-        // runs concurrently); only a live one is a finding.
-        const l = await run(['runc', '--root', runcRoot, 'list', '--format', 'json'], { timeoutMs: 30_000 });
-        const list = (l.stdout.trim() === '' || l.stdout.trim() === 'null') ? [] : JSON.parse(l.stdout) as Array<{ id: string; status: string }>;
-        for (const c of list) {
-          if (c.status !== 'stopped') problems.push(`container ${c.id.slice(0, 12)} was still ${c.status}`);
-          await run(['runc', '--root', runcRoot, 'delete', '-f', c.id], { timeoutMs: 30_000 });
-        }
-      }
-      dropGlobalLeftovers(problems);
-      for (let i = 0; i < 20 && cgroupDirs(cgroupParent).length > 0; i++) {
-        await sleep(100);
-        dropGlobalLeftovers([]);
-      }
-      if (cgroupDirs(cgroupParent).length > 0) problems.push(`cgroups left: ${cgroupDirs(cgroupParent).join(', ')}`);
-      const mounts = await unmountUnder(dir);
-      if (mounts.length > 0) problems.push(`could not unmount: ${mounts.join(', ')}`);
-      else await rm(dir, { recursive: true, force: true });
+    stop: () => (stopping ??= teardown(i).then((problems) => {
       untrack(p);
       if (problems.length > 0) throw new Error(`podman clean-up (${dir}):\n  ${problems.join('\n  ')}`);
-    })()),
+    })),
     close: () => p.stop(),
-    emergencyCloseSync: () => {
-      for (const pid of pidsMentioning(dir)) signalPid(pid, 'SIGKILL');
-      const runcRoot = join(dir, 'runc');
-      if (existsSync(runcRoot)) {
-        for (const id of runSync(['runc', '--root', runcRoot, 'list', '-q']).stdout.split('\n').filter((s) => s.trim() !== '')) {
-          runSync(['runc', '--root', runcRoot, 'delete', '-f', id.trim()]);
-        }
-      }
-      dropGlobalLeftovers([]);
-      unmountUnderSync(dir);
-      if (mountsUnder(dir).length === 0) rmSync(dir, { recursive: true, force: true });
-    },
+    emergencyCloseSync: () => emergencyTeardown(i),
   };
   track(p);
   return p;
