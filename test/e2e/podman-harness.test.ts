@@ -2,7 +2,8 @@
 // will be plugged into. Proven with the reference chain (bridge + host-local + portmap), wrapped by
 // recorders, plus a network whose plugin cannot answer.
 //
-// What Podman 4.3.1 does (recorded here; asserted where batchbridge depends on it):
+// What Podman 4.3.1 does (recorded here; what batchbridge depends on is asserted in
+// test/helpers/podman-scenario.ts and below):
 // - Every podman command that loads networks (network ls, run, rm, ...) probes each plugin of
 //   every conflist with VERSION: CNI_COMMAND=VERSION, CNI_NETNS=dummy, CNI_IFNAME=dummy,
 //   CNI_PATH=dummy, CNI_CONTAINERID and CNI_ARGS empty, stdin {"cniVersion":"1.0.0"} (its libcni is
@@ -25,82 +26,50 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { ORDER, makeTempDir, testScope } from '../helpers/cleanup.js';
 import { readRecordings, recorderPlugin, referenceConflist, referencePluginDir } from '../helpers/cni-fixtures.js';
-import { createExternalPeer, createNetns, ipLinks, iptablesSave } from '../helpers/netns.js';
-import { httpGet } from '../helpers/pod-net.js';
+import { createNetns } from '../helpers/netns.js';
+import { podmanScenario } from '../helpers/podman-scenario.js';
 import { startPodman } from '../helpers/podman.js';
-import { eventually, randomHex } from '../helpers/proc.js';
+import { randomHex } from '../helpers/proc.js';
 
 const PORT = 18085;
 
-test('podman run --network NET -p HOSTPORT:80 with the reference chain; a plugin that fails VERSION drops its network', { timeout: 90_000 }, async (t) => {
+test('podman run --network NET -p HOSTPORT:80 with the reference chain: served to an external peer, nothing left after rm', { timeout: 90_000 }, async (t) => {
+  const scope = testScope(t);
+  const tmp = scope.add(await makeTempDir('bbt-cni-'));
+  const net = `bbt-pod-${randomHex(3)}`;
+  const ipam = join(tmp.path, 'ipam');
+  await podmanScenario(t, scope, {
+    binDir: await referencePluginDir(join(tmp.path, 'bin')),
+    conflist: referenceConflist({ name: net, bridge: 'bbpod0', subnet: '198.18.66.0/24', dataDir: ipam }),
+    podAddress: /^198\.18\.66\.\d+$/,
+    port: PORT,
+    leftovers: async () => readdirSync(join(ipam, net)).filter((f) => f !== 'lock' && !f.startsWith('last_reserved_ip')),
+  });
+});
+
+test('podman drops a network whose plugin fails VERSION, with a warning; run --network then fails', { timeout: 60_000 }, async (t) => {
   const scope = testScope(t);
   const host = scope.add(await createNetns({ prefix: 'bbt-pod' }));
-  const ext = scope.add(await createExternalPeer(host));
   const tmp = scope.add(await makeTempDir('bbt-cni-'));
   const bin = await referencePluginDir(join(tmp.path, 'bin'));
-  const calls = join(tmp.path, 'calls');
-  await recorderPlugin(bin, 'rec-bridge', join(bin, 'bridge'), calls);
-  await recorderPlugin(bin, 'rec-portmap', join(bin, 'portmap'), calls);
   // A plugin whose daemon is gone: every command, VERSION included, fails with code 11.
-  await writeFile(join(bin, 'dead'), '#!/bin/sh\ncat > /dev/null\necho \'{"code":11,"msg":"daemon not reachable"}\'\nexit 1\n');
-  await chmod(join(bin, 'dead'), 0o755);
+  await writeFile(join(tmp.path, 'dead'), '#!/bin/sh\ncat > /dev/null\necho \'{"code":11,"msg":"daemon not reachable"}\'\nexit 1\n');
+  await chmod(join(tmp.path, 'dead'), 0o755);
+  await recorderPlugin(bin, 'dead', join(tmp.path, 'dead'), join(tmp.path, 'calls'));
   const net = `bbt-pod-${randomHex(3)}`;
   const dead = `${net}-dead`;
-  const conflist = referenceConflist({ name: net, bridge: 'bbpod0', subnet: '198.18.66.0/24', dataDir: join(tmp.path, 'ipam'), bridgeType: 'rec-bridge', portmapType: 'rec-portmap' });
-  const deadList = JSON.stringify({ cniVersion: '1.0.0', name: dead, plugins: [{ type: 'dead' }] });
-  const pm = scope.add(await startPodman(host, { binDir: bin, conflists: [conflist, deadList] }));
-
-  // Loading the configs: VERSION probes; the dead network is dropped with a warning.
+  const good = referenceConflist({ name: net, bridge: 'bbpod2', subnet: '198.18.68.0/24', dataDir: join(tmp.path, 'ipam') });
+  const pm = scope.add(await startPodman(host, { binDir: bin, conflists: [good, JSON.stringify({ cniVersion: '1.0.0', name: dead, plugins: [{ type: 'dead' }] })] }));
   const ls = await pm.podman(['network', 'ls', '--format', '{{.Name}}']);
   assert.equal(ls.code, 0, ls.stderr);
   const names = ls.stdout.split('\n').filter((s) => s !== '');
   assert.ok(names.includes(net), `${net} listed`);
   assert.ok(!names.includes(dead), `${dead} dropped`);
   assert.match(ls.stderr, /Error validating CNI config file .*cni plugin dead failed: daemon not reachable/);
-  const probe = readRecordings(calls).find((r) => r.env['CNI_COMMAND'] === 'VERSION');
-  assert.deepEqual(probe?.env, { CNI_COMMAND: 'VERSION', CNI_CONTAINERID: '', CNI_NETNS: 'dummy', CNI_IFNAME: 'dummy', CNI_ARGS: '', CNI_PATH: 'dummy' });
-  assert.equal(probe?.stdin, '{"cniVersion":"1.0.0"}');
+  assert.deepEqual(readRecordings(join(tmp.path, 'calls')).map((r) => r.env['CNI_COMMAND']), ['VERSION'], 'only the VERSION probe reached it');
   const refused = await pm.podman(['run', '--rm', '--network', dead, '--rootfs', pm.rootfs, '/bin/true']);
   assert.notEqual(refused.code, 0);
   assert.match(refused.stderr, /network not found/);
-
-  // A container with a published port, answering the external peer.
-  const t0 = Date.now();
-  const web = await pm.runDetached('web', ['--network', net, '-p', `${PORT}:80`], ['/bin/httpd', '-f', '-p', '80', '-h', '/www']);
-  t.diagnostic(`podman run -d: ${Date.now() - t0} ms; netns ${web.netns}`);
-  assert.match(web.netns, /^\/run\/netns\/netns-/);
-  const body = await eventually(async () => {
-    const b = await httpGet(ext.peer, ext.hostAddr, PORT);
-    if (!b.includes('hello from podman')) throw new Error(`no answer on ${ext.hostAddr}:${PORT}: ${JSON.stringify(b)}`);
-    return b;
-  }, { timeoutMs: 10_000 });
-  assert.match(body, /^HTTP\/1\.[01] 200/);
-
-  const t1 = Date.now();
-  await pm.podmanOk(['rm', '-f', '-t', '0', 'web']);
-  t.diagnostic(`podman rm -f: ${Date.now() - t1} ms`);
-  assert.equal(existsSync(web.netns), false, 'netns removed');
-  const veths = (await ipLinks(host, ['type', 'veth'])).map((l) => l.ifname).filter((n) => n !== ext.hostIf);
-  assert.deepEqual(veths, [], 'no container veth left');
-  const rules = await iptablesSave(host);
-  assert.deepEqual(rules.filter((l) => l.includes('CNI-DN-') || l.includes(web.id)), [], 'no port mapping or masquerade rule left');
-  assert.deepEqual(readdirSync(join(tmp.path, 'ipam', net)).filter((f) => f !== 'lock' && !f.startsWith('last_reserved_ip')), [], 'address released');
-
-  // What Podman sent for the container.
-  const rec = readRecordings(calls).map((r) => ({ ...r, conf: JSON.parse(r.stdin) as Record<string, unknown> }));
-  const mine = rec.filter((r) => r.env['CNI_CONTAINERID'] === web.id);
-  assert.deepEqual(mine.map((r) => `${r.env['CNI_COMMAND']} ${String(r.conf['type'])}`),
-    ['ADD rec-bridge', 'ADD rec-portmap', 'DEL rec-portmap', 'DEL rec-bridge']);
-  const add = mine[0];
-  assert.equal(add?.env['CNI_NETNS'], web.netns);
-  assert.equal(add?.env['CNI_IFNAME'], 'eth0');
-  assert.equal(add?.env['CNI_ARGS'], 'IgnoreUnknown=1;K8S_POD_NAME=web');
-  const pmAdd = mine[1];
-  assert.deepEqual((pmAdd?.conf['runtimeConfig'] as { portMappings: unknown }).portMappings,
-    [{ hostPort: PORT, containerPort: 80, protocol: 'tcp' }], 'lowercase port mapping keys, no hostIP when none');
-  assert.deepEqual(pmAdd?.conf['capabilities'], { portMappings: true });
-  assert.ok(mine[2]?.conf['prevResult'], 'DEL carries the cached result');
-  assert.equal(mine[2]?.env['CNI_NETNS'], web.netns);
 });
 
 test('podman teardown with a container still running and its conmon killed leaves nothing', { timeout: 60_000 }, async (t) => {

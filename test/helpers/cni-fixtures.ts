@@ -3,6 +3,7 @@
 // before handing the call to the real plugin, and a do-nothing plugin (the ceiling of any plugin a
 // runtime executes once per call). Swapping in batchbridge = another binary and another conflist.
 import { readFileSync, readdirSync } from 'node:fs';
+import { realpath } from 'node:fs/promises';
 import { chmod, mkdir, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
@@ -52,15 +53,15 @@ export function referenceConflist(o: ReferenceConflistOptions): string {
 
 /**
  * A plugin `dir/type` that records each call (CNI_* variables and stdin) under `logDir` and then
- * execs `target` with the same stdin. Files: <logDir>/<ns>.<pid>.env and .in (ns = nanoseconds, so
- * they sort by time).
+ * execs `target` with the same stdin. Files: <logDir>/<ns>.<pid>.<type>.env and .in (ns =
+ * nanoseconds, so they sort by time).
  */
 export async function recorderPlugin(dir: string, type: string, target: string, logDir: string): Promise<string> {
   await mkdir(logDir, { recursive: true });
   const path = join(dir, type);
   await writeFile(path, [
     '#!/bin/sh',
-    `f=${logDir}/$(date +%s%N).$$`,
+    `f=${logDir}/$(date +%s%N).$$.${type}`,
     'env | grep "^CNI_" > "$f.env"',
     'cat > "$f.in"',
     `exec ${target} < "$f.in"`,
@@ -70,8 +71,36 @@ export async function recorderPlugin(dir: string, type: string, target: string, 
   return path;
 }
 
+/**
+ * A plugin dir for a runtime under test: every plugin of `from` (symlinked), except the types in
+ * `record`, which become recorders (same name, so the conflist stays as it is) that log each call
+ * under `logDir` and exec the real binary.
+ */
+export async function recordingPluginDir(dst: string, o: { from: readonly string[]; record: readonly string[]; logDir: string }): Promise<string> {
+  await mkdir(dst, { recursive: true });
+  const seen = new Set<string>();
+  for (const d of o.from) {
+    for (const name of readdirSync(d).sort()) {
+      if (seen.has(name)) continue;
+      seen.add(name);
+      const real = await realpath(join(d, name));
+      if (o.record.includes(name)) await recorderPlugin(dst, name, real, o.logDir);
+      else await symlink(real, join(dst, name));
+    }
+  }
+  for (const t of o.record) if (!seen.has(t)) throw new Error(`plugin ${t} not found in ${o.from.join(', ')}`);
+  return dst;
+}
+
+/** The plugin types of a conflist, in order. */
+export function conflistTypes(conflist: string): string[] {
+  return ((JSON.parse(conflist) as { plugins?: Array<{ type?: unknown }> }).plugins ?? []).map((p) => String(p.type));
+}
+
 export interface RecordedCall {
   file: string;
+  /** The recorder's name (the plugin type it stands for). */
+  plugin: string;
   env: Record<string, string>;
   stdin: string;
 }
@@ -91,7 +120,7 @@ export function readRecordings(logDir: string): RecordedCall[] {
     } catch {
       /* the call was still being recorded */
     }
-    return { file: n, env, stdin };
+    return { file: n, plugin: n.split('.').slice(2, -1).join('.'), env, stdin };
   });
 }
 
