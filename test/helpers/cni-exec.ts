@@ -49,6 +49,11 @@ export interface CniExecOptions {
   libcniVersion?: string;
   /** Called after every plugin execution (for tests that record the traffic). */
   onCall?: (c: PluginCall) => void;
+  /**
+   * Run the plugins in this network namespace (through `nsenter --net=PATH`, which passes the
+   * environment and stdin unchanged) instead of the caller's: the runtime's "host" namespace.
+   */
+  hostNetns?: string;
 }
 
 /** invoke.FindInPath: the first regular file named `type` in the plugin dirs. */
@@ -73,9 +78,9 @@ interface Raw {
   stderr: string;
 }
 
-function spawnOnce(file: string, stdin: string, env: NodeJS.ProcessEnv, timeoutMs: number): Promise<Raw> {
+function spawnOnce(argv: readonly string[], stdin: string, env: NodeJS.ProcessEnv, timeoutMs: number): Promise<Raw> {
   return new Promise((resolve, reject) => {
-    const child = spawn(file, [], { env, stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn(argv[0] ?? '', argv.slice(1), { env, stdio: ['pipe', 'pipe', 'pipe'] });
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     child.stdout.on('data', (b: Buffer) => out.push(b));
@@ -98,6 +103,7 @@ export class CniExec {
   private readonly timeoutMs: number;
   private readonly libcniVersion: string;
   private readonly onCall: ((c: PluginCall) => void) | undefined;
+  private readonly hostNetns: string | undefined;
 
   constructor(o: CniExecOptions) {
     this.path = o.path;
@@ -106,6 +112,7 @@ export class CniExec {
     this.timeoutMs = o.timeoutMs ?? 60_000;
     this.libcniVersion = o.libcniVersion ?? LIBCNI_CURRENT_VERSION;
     this.onCall = o.onCall;
+    this.hostNetns = o.hostNetns;
   }
 
   /** RawExec.ExecPlugin: run, retrying "text file busy" up to 5 times a second apart; CniError on failure. */
@@ -116,7 +123,8 @@ export class CniExec {
     let r: Raw | undefined;
     for (let i = 0; r === undefined; i++) {
       try {
-        r = await spawnOnce(file, stdin, env, this.timeoutMs);
+        const argv = this.hostNetns === undefined ? [file] : ['nsenter', `--net=${this.hostNetns}`, file];
+        r = await spawnOnce(argv, stdin, env, this.timeoutMs);
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code !== 'ETXTBSY' || i >= 5) throw e;
         await new Promise((res) => setTimeout(res, 1000));

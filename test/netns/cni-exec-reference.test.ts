@@ -1,7 +1,8 @@
 // The exec harness (test/helpers/cni-exec.ts) driving the reference chain (bridge + host-local +
 // portmap) in throwaway namespaces, with the checks the reference bridge plugin's own tests make.
 // The same checks will run against batchbridge's executable; here they show that the harness sees
-// what they look for (and that CHECK through it does fail after damage).
+// what they look for (and that CHECK through it does fail after damage). The plugins run in a
+// "host" namespace of the test's own (the bridge and the rules they leave die with it).
 import assert from 'node:assert/strict';
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -10,7 +11,7 @@ import { makeTempDir, testScope } from '../helpers/cleanup.js';
 import { CniError, CniExec, parseConflist, type RuntimeConf } from '../helpers/cni-exec.js';
 import { referenceConflist, referencePluginDir } from '../helpers/cni-fixtures.js';
 import { createNetns, type Netns } from '../helpers/netns.js';
-import { randomHex, run } from '../helpers/proc.js';
+import { randomHex } from '../helpers/proc.js';
 
 interface Iface { name: string; mac?: string; sandbox?: string }
 
@@ -20,7 +21,8 @@ test('reference chain through the exec harness: ADD result, CHECK, damage, DEL t
   const bin = await referencePluginDir(join(tmp.path, 'bin'));
   const net = `bbt-ex-${randomHex(3)}`;
   const list = parseConflist(referenceConflist({ name: net, bridge: 'bbex0', subnet: '198.18.70.0/24', dataDir: join(tmp.path, 'ipam') }));
-  const cni = new CniExec({ path: [bin], cacheDir: join(tmp.path, 'cache') });
+  const host = scope.add(await createNetns({ prefix: 'bbt-exhost' }));
+  const cni = new CniExec({ path: [bin], cacheDir: join(tmp.path, 'cache'), hostNetns: host.path });
   const leases = () => readdirSync(join(tmp.path, 'ipam', net)).filter((f) => f !== 'lock' && !f.startsWith('last_reserved_ip'));
   const pod = async (): Promise<[Netns, RuntimeConf]> => {
     const ns = scope.add(await createNetns({ prefix: 'bbt-expod' }));
@@ -41,9 +43,9 @@ test('reference chain through the exec harness: ADD result, CHECK, damage, DEL t
   const routes = (await p1.execOk(['ip', '-j', 'route', 'show', 'default'])).trim();
   assert.match(routes, /"gateway":"198\.18\.70\.1"/, 'default route via the gateway');
   const bridgeMac = ifs[0]?.mac ?? '';
-  const [bridgeLink] = JSON.parse((await run(['ip', '-j', 'link', 'show', 'bbex0'])).stdout) as Array<{ address: string }>;
+  const [bridgeLink] = JSON.parse(await host.execOk(['ip', '-j', 'link', 'show', 'bbex0'])) as Array<{ address: string }>;
   assert.equal(bridgeMac, bridgeLink?.address, 'the result names the bridge with its MAC');
-  const hostRules = (await run(['iptables-save', '-t', 'nat'])).stdout;
+  const hostRules = await host.execOk(['iptables-save', '-t', 'nat']);
   assert.match(hostRules, /CNI-DN-.*--dport 18090/, 'portmap installed the DNAT');
 
   // A second pod: the bridge keeps its MAC.
@@ -69,7 +71,7 @@ test('reference chain through the exec harness: ADD result, CHECK, damage, DEL t
   await cni.delList(list, { ...rt1, containerId: 'never-added', netns: '' });
   await cni.delList(list, rt2);
   assert.deepEqual(leases(), [], 'addresses released');
-  assert.doesNotMatch((await run(['iptables-save', '-t', 'nat'])).stdout, /CNI-DN-/, 'port mappings removed');
+  assert.doesNotMatch(await host.execOk(['iptables-save', '-t', 'nat']), /CNI-DN-/, 'port mappings removed');
 
   // A failed ADD (CNI_IFNAME already exists in the pod) leaks no address.
   const [p3, rt3] = await pod();
