@@ -5,12 +5,15 @@
 #   build:    build-essential python3 (node-gyp compiles better-sqlite3 when no prebuilt binary
 #             can be fetched for this Node/architecture)
 #   tests:    docker.io busybox-static curl (end-to-end tier), systemd (systemd-analyze verifies
-#             the service unit)
+#             the service unit); containerd (1.6, with its CRI plugin), podman (4.3, CNI
+#             backend), runc, conmon and the reference CNI plugins (bridge, host-local, portmap,
+#             loopback in /usr/lib/cni) for the CNI tests
 # Node.js itself is not installed here: Debian 12's nodejs is 18 and batchbridge needs 20 (see
 # README.md, "Prerequisites").
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
-need=(iproute2 iptables conntrack procps util-linux build-essential python3 docker.io busybox-static curl systemd)
+need=(iproute2 iptables conntrack procps util-linux build-essential python3 docker.io busybox-static curl systemd
+      containerd runc podman conmon containernetworking-plugins)
 missing=()
 for p in "${need[@]}"; do
   [ "$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null)" = installed ] || missing+=("$p")
