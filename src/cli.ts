@@ -8,6 +8,7 @@ import { DEFAULT_TOOLS, type ToolPaths } from './workers/spawn.js';
 import { isValidIfName } from './domain/names.js';
 import { printPorts } from './cli-ports.js';
 import { runReconcile } from './cli-reconcile.js';
+import { cniInstall } from './cni/cli-install.js';
 
 const HELP = `batchbridge — a Docker network driver plugin that does what the built-in bridge
 driver does, batching the kernel work of many endpoints into one transaction.
@@ -16,6 +17,8 @@ Usage:
   batchbridge serve [options]      run the plugin (as root, in dockerd's network namespace)
   batchbridge ports [options]      list the published ports of the running plugin
   batchbridge reconcile [options]  compare the kernel with the books, fix and print what differs
+  batchbridge cni-install [options]
+                                   install the CNI plugin executable (and a conflist); --help
   batchbridge --help               this text
 
 serve options:
@@ -154,6 +157,8 @@ export async function main(argv: string[]): Promise<number> {
         return await printPorts(rest);
       case 'reconcile':
         return await runReconcile(rest, toolsFromEnv());
+      case 'cni-install':
+        return await cniInstall(rest);
       case undefined:
       case 'help':
       case '--help':
