@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { BbError } from '../errors.js';
 import { DEFAULT_CNI_SOCKET } from './cni-server.js';
-import { buildConflist, conflistFileName, DEFAULT_ADD_WAIT_MS, MAX_ADD_WAIT_MS, patchSlot, type ConflistOptions } from './install.js';
+import { buildConflist, checkSocketPath, conflistFileName, DEFAULT_ADD_WAIT_MS, MAX_ADD_WAIT_MS, patchSlot, type ConflistOptions } from './install.js';
 import { parseNetworkName } from './net-config.js';
 
 export const CNI_INSTALL_HELP = `Usage: batchbridge cni-install --bin-dir DIR [options]
@@ -124,6 +124,11 @@ function install(v: Values): string[] {
   const binDir = v['bin-dir'];
   if (binDir === undefined) throw new InstallUsageError('--bin-dir is required');
   const socketPath = v.socket ?? DEFAULT_CNI_SOCKET;
+  try {
+    checkSocketPath(socketPath);
+  } catch (err) {
+    throw new InstallUsageError(`--socket: ${(err as Error).message}`);
+  }
   const addWaitMs = num(v['add-wait-ms'], '--add-wait-ms', 0, MAX_ADD_WAIT_MS) ?? DEFAULT_ADD_WAIT_MS;
   const confDir = v['conf-dir'];
   const conflistFlags = ['name', 'subnet', 'gateway', 'subnet6', 'gateway6', 'bridge', 'mtu', 'no-ip-masq', 'hairpin', 'ipam', 'ipam-data-dir', 'cni-version', 'conf-file', 'force'] as const;
