@@ -172,7 +172,10 @@ test('DEL with the daemon down is spooled durably, succeeds, and is replayed fir
     log,
     handler: async (req) => {
       order.push(`${req.env.CNI_COMMAND}:${req.env.CNI_CONTAINERID}`);
-      if (req.env.CNI_COMMAND === 'DEL') await sleep(200); // an ADD arriving meanwhile must wait
+      if (req.env.CNI_COMMAND === 'DEL') {
+        await sleep(200); // an ADD arriving meanwhile must wait
+        order.push('DEL done');
+      }
       return { exitCode: 0, stdout: '' };
     },
   });
@@ -181,7 +184,7 @@ test('DEL with the daemon down is spooled durably, succeeds, and is replayed fir
   assert.equal(add.code, 0);
   const report = await server.ready;
   assert.deepEqual(report, { replayed: 1, failed: 0, kept: 0, bad: 0 });
-  assert.deepEqual(order, ['DEL:gone1', 'ADD:gone1']);
+  assert.deepEqual(order, ['DEL:gone1', 'DEL done', 'ADD:gone1']);
   assert.deepEqual(spoolFiles(p.spool), [], 'removed once handled');
 });
 
