@@ -75,6 +75,41 @@ function listen(server: Server, path: string): Promise<void> {
   });
 }
 
+/** One connection: one request frame in, one reply frame out. Never throws. */
+function serveConnection(sock: Socket, answer: (f: RequestFrame) => Promise<CniAnswer>, ctx: { log: Logger; readTimeoutMs: number; inFlight: Set<Promise<void>> }): void {
+  const reader = new FrameReader(FRAME_TYPE.request);
+  let received = false;
+  sock.on('error', () => undefined); // the forwarder died: nothing to answer
+  sock.setTimeout(ctx.readTimeoutMs, () => {
+    if (!received) sock.destroy();
+  });
+  sock.on('end', () => {
+    if (!received) sock.destroy();
+  });
+  const reply = (a: CniAnswer): void => {
+    if (!sock.destroyed) sock.end(encodeReply(a));
+  };
+  sock.on('data', (chunk: Buffer) => {
+    if (received) return;
+    let frame: RequestFrame;
+    try {
+      const whole = reader.push(chunk);
+      if (whole === null) return;
+      frame = decodeRequest(whole);
+    } catch (err) {
+      received = true;
+      ctx.log.warn({ err: (err as Error).message }, 'malformed CNI frame');
+      reply(renderCniError(new CniDecodeError(`malformed request from the batchbridge-cni forwarder: ${(err as Error).message}`)));
+      return;
+    }
+    received = true;
+    sock.setTimeout(0);
+    const p = answer(frame).then(reply, (err: unknown) => reply(renderCniError(err)));
+    ctx.inFlight.add(p);
+    void p.finally(() => ctx.inFlight.delete(p));
+  });
+}
+
 export async function startCniServer(opts: CniServerOptions): Promise<CniServer> {
   const { socketPath, handler, log } = opts;
   const readTimeoutMs = opts.readTimeoutMs ?? 10_000;
@@ -105,42 +140,8 @@ export async function startCniServer(opts: CniServerOptions): Promise<CniServer>
     return result;
   };
 
-  const onConnection = (sock: Socket): void => {
-    const reader = new FrameReader(FRAME_TYPE.request);
-    let received = false;
-    sock.on('error', () => undefined); // the forwarder died: nothing to answer
-    sock.setTimeout(readTimeoutMs, () => {
-      if (!received) sock.destroy();
-    });
-    sock.on('end', () => {
-      if (!received) sock.destroy();
-    });
-    const reply = (a: CniAnswer): void => {
-      if (!sock.destroyed) sock.end(encodeReply(a));
-    };
-    sock.on('data', (chunk: Buffer) => {
-      if (received) return;
-      let frame: RequestFrame;
-      try {
-        const whole = reader.push(chunk);
-        if (whole === null) return;
-        frame = decodeRequest(whole);
-      } catch (err) {
-        received = true;
-        log.warn({ err: (err as Error).message }, 'malformed CNI frame');
-        reply(renderCniError(new CniDecodeError(`malformed request from the batchbridge-cni forwarder: ${(err as Error).message}`)));
-        return;
-      }
-      received = true;
-      sock.setTimeout(0);
-      const p = answer(frame).then(reply, (err: unknown) => reply(renderCniError(err)));
-      inFlight.add(p);
-      void p.finally(() => inFlight.delete(p));
-    });
-  };
-
   // allowHalfOpen: a client that shuts down its sending side still gets its answer.
-  const server = createServer({ allowHalfOpen: true }, onConnection);
+  const server = createServer({ allowHalfOpen: true }, (sock) => serveConnection(sock, answer, { log, readTimeoutMs, inFlight }));
   await listen(server, socketPath);
   chmodSync(socketPath, 0o600);
   const ino = statSync(socketPath).ino;

@@ -1,34 +1,20 @@
 /*
  * batchbridge-cni: the executable a CNI runtime (containerd, Podman, ...) runs for every call.
  *
- * It holds no CNI logic. VERSION is answered here, so runtimes can probe the plugin while the
- * daemon is down. Every other command is passed whole (the environment and stdin) to the
- * batchbridge daemon over a unix socket, in one length-prefixed frame, and the daemon's answer
- * (exit status, stdout, stderr) is relayed. All parsing and validation happens in the daemon,
- * in TypeScript (src/cni/).
+ * It holds no CNI logic and parses no JSON. VERSION is answered here, so runtimes can probe the
+ * plugin while the daemon is down. Every other command is passed whole (the environment and
+ * stdin) to the batchbridge daemon over a unix socket in one length-prefixed frame (layout in
+ * src/cni/frame.ts and docs/cni.md), and the daemon's answer (exit status, stdout, stderr) is
+ * relayed. A C program because the runtime starts it once per call: Node would cost 15-40 ms
+ * of CPU each time, this costs about what a do-nothing shell script does (docs/cni.md).
  *
- * Why C and not a Node script: a runtime starts the plugin once per call, and starting Node
- * costs 15-40 ms of CPU here; this program costs well under a millisecond (docs/cni.md).
+ * The socket: $BATCHBRIDGE_CNI_SOCKET, else the path in bb_slot below, which
+ * `batchbridge cni-install --socket PATH` rewrites in the installed copy (compiled default
+ * /run/batchbridge/cni.sock); likewise the ADD wait ($BATCHBRIDGE_CNI_ADD_WAIT_MS, 5000 ms).
  *
- * Frame (all integers big-endian), the same for both directions (src/cni/frame.ts):
- *   0  "BBCN"   magic
- *   4  u8       version (1)
- *   5  u8       type: 1 request, 2 reply
- *   6  u16      flags; reply bit 0: "spool this DEL" (the daemon is shutting down)
- *   8  i32      exit code (replies; 0 in requests)
- *   12 u32      length A: request: environment block ("K=V\0" entries); reply: stdout
- *   16 u32      length B: request: stdin; reply: stderr
- *   20 u32      length C: request: name of the spool file this DEL was also recorded as; reply: 0
- *   24          A bytes, B bytes, C bytes
- *
- * Where the daemon is: $BATCHBRIDGE_CNI_SOCKET if set, else the socket path in bb_slot below,
- * which `batchbridge cni-install --socket PATH` rewrites in the installed copy (the compiled
- * default is /run/batchbridge/cni.sock). The same goes for how long ADD waits for a daemon that
- * is down or restarting ($BATCHBRIDGE_CNI_ADD_WAIT_MS, default 5000 ms).
- *
- * When the daemon cannot be reached: ADD retries for that long, then fails with code 11;
- * DEL is written to <socket>.spool/ (atomic rename, file and directory fsynced) and succeeds,
- * the daemon replays it when it starts; CHECK and GC fail with 11; STATUS fails with 50.
+ * Daemon not reachable: ADD retries for that long, then fails with code 11; DEL is written to
+ * <socket>.spool/ (atomic rename, file and directory fsynced) and succeeds, the daemon replays
+ * it when it starts; CHECK and GC fail with 11; STATUS fails with 50.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -83,16 +69,22 @@ static const char *sock_path;
 
 /* ---- output --------------------------------------------------------------------------- */
 
-static void write_all(int fd, const char *p, size_t n) {
+/* Writes everything or fails (-1, errno set). SIGPIPE is ignored, so a closed socket is EPIPE. */
+static int put_all(int fd, const void *buf, size_t n) {
+  const char *p = buf;
   while (n > 0) {
     ssize_t w = write(fd, p, n);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return; /* the runtime went away: nothing left to tell it */
-    }
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return -1;
     p += w;
     n -= (size_t)w;
   }
+  return 0;
+}
+
+/* Output to the runtime: if it went away there is nobody left to tell. */
+static void write_all(int fd, const char *p, size_t n) {
+  (void)put_all(fd, p, n);
 }
 
 /* JSON string escaping only: quotes, backslashes and control characters. */
@@ -258,19 +250,6 @@ static int connect_waiting(long wait_ms, int *err) {
   }
 }
 
-static int send_all(int fd, const unsigned char *p, size_t n) {
-  while (n > 0) {
-    ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return -1;
-    }
-    p += w;
-    n -= (size_t)w;
-  }
-  return 0;
-}
-
 static int recv_all(int fd, unsigned char *p, size_t n) {
   while (n > 0) {
     ssize_t r = recv(fd, p, n, 0);
@@ -297,7 +276,7 @@ struct reply {
 /* Sends the frame and reads the answer. Returns -1 when no complete, well-formed answer came. */
 static int exchange(int fd, const unsigned char *frame, size_t len, struct reply *r) {
   unsigned char h[FRAME_HEADER];
-  if (send_all(fd, frame, len) != 0 || recv_all(fd, h, sizeof h) != 0) return -1;
+  if (put_all(fd, frame, len) != 0 || recv_all(fd, h, sizeof h) != 0) return -1;
   if (memcmp(h, "BBCN", 4) != 0 || h[4] != FRAME_VERSION || h[5] != FRAME_REPLY) return -1;
   uint32_t a = get_u32(h + 12), b = get_u32(h + 16), c = get_u32(h + 20);
   if (a > STDOUT_MAX || b > STDERR_MAX || c != 0) return -1;
@@ -366,18 +345,7 @@ static void spool_del(const struct frame *f, char *name, size_t name_cap) {
     int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0 && errno == EEXIST && n < 100) continue;
     if (fd < 0) break;
-    const unsigned char *p = f->buf;
-    size_t left = f->len;
-    int ok = 1;
-    while (left > 0 && ok) {
-      ssize_t w = write(fd, p, left);
-      if (w < 0 && errno == EINTR) continue;
-      if (w <= 0) ok = 0;
-      else {
-        p += w;
-        left -= (size_t)w;
-      }
-    }
+    int ok = put_all(fd, f->buf, f->len) == 0;
     if (ok && fsync(fd) != 0) ok = 0;
     if (close(fd) != 0) ok = 0;
     if (ok && rename(tmp, final_path) == 0 && fsync_dir(spool) == 0) return;
