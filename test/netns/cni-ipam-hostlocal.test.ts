@@ -49,3 +49,23 @@ test('host-local allocates through the delegation, DEL releases, exhaustion keep
   await delegateDel(b.call);
   await delegateDel(b.call); // DEL is idempotent in host-local too
 });
+
+test('CNI_NETNS naming the daemon\'s own namespace is refused (code 4); another or a gone one is not', async () => {
+  const { refuseOwnNetns } = await import('../../src/cni/netns-check.js');
+  assert.throws(() => refuseOwnNetns('/proc/self/ns/net'), (e: unknown) => cniErrorBody(e).code === 4 && /own network namespace/.test(cniErrorBody(e).msg));
+  assert.throws(() => refuseOwnNetns(`/proc/${process.pid}/ns/net`), /own network namespace/);
+  // A namespace of a child of our own is another one.
+  const { spawn } = await import('node:child_process');
+  const child = spawn('unshare', ['--net', 'sleep', '30'], { stdio: 'ignore' });
+  try {
+    const { readlinkSync } = await import('node:fs');
+    const other = `/proc/${child.pid}/ns/net`;
+    const deadline = Date.now() + 5000;
+    while (readlinkSync(other) === readlinkSync('/proc/self/ns/net') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    assert.notEqual(readlinkSync(other), readlinkSync('/proc/self/ns/net'));
+    refuseOwnNetns(other);
+  } finally {
+    child.kill('SIGKILL');
+  }
+  refuseOwnNetns('/run/netns/gone-already');
+});

@@ -101,3 +101,38 @@ test('cni-install refuses bad usage with exit status 2 and says why, before writ
     rmSync(root, { recursive: true, force: true });
   }
 });
+
+/** cniInstall in-process, its output captured. */
+async function installQuiet(args: string[]): Promise<{ code: number; out: string; err: string }> {
+  const w = { out: process.stdout.write.bind(process.stdout), err: process.stderr.write.bind(process.stderr) };
+  let out = '';
+  let err = '';
+  process.stdout.write = ((c: string | Uint8Array): boolean => ((out += String(c)), true)) as typeof process.stdout.write;
+  process.stderr.write = ((c: string | Uint8Array): boolean => ((err += String(c)), true)) as typeof process.stderr.write;
+  try {
+    return { code: await cniInstall(args), out, err };
+  } finally {
+    process.stdout.write = w.out;
+    process.stderr.write = w.err;
+  }
+}
+
+test('cni-install: the same conflist again is fine, a different one needs --force', async () => {
+  const root = mkdtempSync(join(tmpdir(), 'bbt-cniforce-'));
+  try {
+    const conf = join(root, 'net.d');
+    const base = ['--bin-dir', join(root, 'bin'), '--conf-dir', conf, '--name', 'n2', '--subnet'];
+    assert.equal((await installQuiet([...base, '198.18.66.0/24'])).code, 0);
+    assert.equal((await installQuiet([...base, '198.18.66.0/24'])).code, 0, 'idempotent');
+    const changed = await installQuiet([...base, '198.18.67.0/24']);
+    assert.equal(changed.code, 2);
+    assert.match(changed.err, /10-n2\.conflist exists with other content; --force replaces it/);
+    assert.match(readFileSync(join(conf, '10-n2.conflist'), 'utf8'), /198\.18\.66\.0\/24/, 'left as it was');
+    const forced = await installQuiet([...base, '198.18.67.0/24', '--force']);
+    assert.equal(forced.code, 0, forced.err);
+    assert.match(forced.out, /wrote .*10-n2\.conflist/);
+    assert.match(readFileSync(join(conf, '10-n2.conflist'), 'utf8'), /198\.18\.67\.0\/24/);
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+});

@@ -307,12 +307,12 @@ static int fsync_dir(const char *dir) {
   return rc;
 }
 
-/* mkdir -p for the socket's directory (0755) and the spool directory itself (0700). */
+/* mkdir -p for the socket's directory and the spool directory, 0700 like the daemon's. */
 static int make_dirs(char *spool) {
   for (char *p = spool + 1; *p != '\0'; p++) {
     if (*p != '/') continue;
     *p = '\0';
-    int rc = mkdir(spool, 0755);
+    int rc = mkdir(spool, 0700);
     int e = errno;
     *p = '/';
     if (rc != 0 && e != EEXIST) return -1;
