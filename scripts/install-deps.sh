@@ -12,7 +12,8 @@
 # README.md, "Prerequisites").
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
-need=(iproute2 iptables conntrack procps util-linux build-essential python3 docker.io busybox-static curl systemd
+# gcc and libc6-dev: the CNI forwarder (src/cni/forwarder) is compiled by `npm ci`.
+need=(iproute2 iptables conntrack procps util-linux build-essential gcc libc6-dev python3 docker.io busybox-static curl systemd
       containerd runc podman conmon containernetworking-plugins)
 missing=()
 for p in "${need[@]}"; do

@@ -41,6 +41,26 @@ export class OverloadedError extends defineError('BB_ERR_OVERLOADED', 'unavailab
 export class ShuttingDownError extends defineError('BB_ERR_SHUTTING_DOWN', 'unavailable') {}
 export class KernelError extends defineError('BB_ERR_KERNEL', 'kernel') {}
 
+// CNI front end only (src/cni/cni-error.ts maps them to the spec's codes; docs/cni.md).
+export class CniVersionError extends defineError('BB_ERR_CNI_VERSION', 'bad-request') {}
+export class CniUnsupportedFieldError extends defineError('BB_ERR_CNI_UNSUPPORTED_FIELD', 'not-supported') {}
+export class CniUnknownContainerError extends defineError('BB_ERR_CNI_UNKNOWN_CONTAINER', 'not-found') {}
+export class CniEnvironmentError extends defineError('BB_ERR_CNI_ENV', 'bad-request') {}
+export class CniIoError extends defineError('BB_ERR_CNI_IO', 'bad-request') {}
+export class CniDecodeError extends defineError('BB_ERR_CNI_DECODE', 'bad-request') {}
+export class CniConfigError extends defineError('BB_ERR_CNI_CONFIG', 'bad-request') {}
+export class CniCheckFailedError extends defineError('BB_ERR_CNI_CHECK_FAILED', 'not-found') {}
+/** A delegated (IPAM) plugin failed; its own CNI code and details are passed on unchanged. */
+export class CniDelegateError extends defineError('BB_ERR_CNI_DELEGATE', 'kernel') {
+  constructor(
+    message: string,
+    readonly cniCode = 0, // 0: the plugin gave none
+    readonly details = '',
+  ) {
+    super(message);
+  }
+}
+
 /** All error classes, so docs/errors.md can be checked against the code. */
 export const ALL_ERRORS = {
   InvalidRequestError,
@@ -59,4 +79,13 @@ export const ALL_ERRORS = {
   OverloadedError,
   ShuttingDownError,
   KernelError,
+  CniVersionError,
+  CniUnsupportedFieldError,
+  CniUnknownContainerError,
+  CniEnvironmentError,
+  CniIoError,
+  CniDecodeError,
+  CniConfigError,
+  CniCheckFailedError,
+  CniDelegateError,
 } as const;

@@ -12,6 +12,7 @@ import { runReconcile } from './reconcile.js';
 import { DEFAULT_ENGINE_OPTIONS } from '../engine/core.js';
 import { installService } from './install-service.js';
 import { watchNpmParent } from './parent-watch.js';
+import { cniInstall } from '../cni/cli-install.js';
 
 const HELP = `batchbridge — a Docker network driver plugin that does what the built-in bridge
 driver does, batching the kernel work of many endpoints into one transaction.
@@ -22,6 +23,8 @@ Usage:
   batchbridge reconcile [options]  compare the kernel with the books, fix and print what differs
   batchbridge install-service [options]
                                    write a systemd unit running this plugin (see its --help)
+  batchbridge cni-install [options]
+                                   install the CNI plugin executable (and a conflist); --help
   batchbridge --help               this text
 
 serve options:
@@ -178,6 +181,8 @@ export async function main(argv: string[]): Promise<number> {
         return await runReconcile(rest, readEnvironment().tools);
       case 'install-service':
         return await installService(rest);
+      case 'cni-install':
+        return await cniInstall(rest);
       case undefined:
       case 'help':
       case '--help':

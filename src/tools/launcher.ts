@@ -4,7 +4,7 @@
 import { runToolDirect, type LaunchReply, type LaunchRequest } from './spawn.js';
 
 process.on('message', (m: LaunchRequest) => {
-  void runToolDirect(m.file, m.args, m.input, m.timeoutMs).then((result) => {
+  void runToolDirect(m.file, m.args, m.input, m.timeoutMs, m.env).then((result) => {
     const reply: LaunchReply = { id: m.id, result };
     process.send?.(reply);
   });

@@ -19,15 +19,19 @@ export interface ToolResult {
   readonly spawnError: string | null;
 }
 
-export async function runToolDirect(file: string, args: readonly string[], input?: string, timeoutMs = 60_000): Promise<ToolResult> {
+/**
+ * `env`: the child's whole environment instead of ours plus LC_ALL=C (a delegated CNI plugin
+ * gets the environment the runtime gave the CNI call).
+ */
+export async function runToolDirect(file: string, args: readonly string[], input?: string, timeoutMs = 60_000, env?: Readonly<Record<string, string>>): Promise<ToolResult> {
   const r = await execa(file, args, {
     input: input ?? '',
     reject: false,
     shell: false,
     stripFinalNewline: false,
     timeout: timeoutMs,
-    env: { LC_ALL: 'C' },
-    extendEnv: true,
+    env: env ?? { LC_ALL: 'C' },
+    extendEnv: env === undefined,
   });
   let spawnError: string | null = null;
   if (r.failed && r.exitCode === undefined) spawnError = r.shortMessage ?? 'failed to start';
@@ -46,6 +50,7 @@ export interface LaunchRequest {
   readonly args: readonly string[];
   readonly input: string;
   readonly timeoutMs: number;
+  readonly env?: Readonly<Record<string, string>>;
 }
 
 export interface LaunchReply {
@@ -107,11 +112,11 @@ function getLauncher(): ChildProcess | null {
   }
 }
 
-export function runTool(file: string, args: readonly string[], input?: string, timeoutMs = 60_000): Promise<ToolResult> {
+export function runTool(file: string, args: readonly string[], input?: string, timeoutMs = 60_000, env?: Readonly<Record<string, string>>): Promise<ToolResult> {
   const child = getLauncher();
-  if (child === null) return runToolDirect(file, args, input, timeoutMs);
+  if (child === null) return runToolDirect(file, args, input, timeoutMs, env);
   const id = nextId++;
-  const req: LaunchRequest = { id, file, args, input: input ?? '', timeoutMs };
+  const req: LaunchRequest = { id, file, args, input: input ?? '', timeoutMs, ...(env !== undefined ? { env } : {}) };
   return new Promise<ToolResult>((resolve) => {
     // While a request waits, the channel must keep the thread alive.
     child.channel?.ref();
