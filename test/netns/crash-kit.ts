@@ -205,6 +205,9 @@ export interface BookedEndpoint {
   readonly host: string;
   readonly peer: string;
   readonly mappings: number;
+  /** "ip/prefix" */
+  readonly ipv4: string;
+  readonly mac: string;
 }
 
 export interface BooksView {
@@ -224,8 +227,8 @@ export function readBooks(stateDir: string): BooksView {
     }
     const endpoints = new Map<string, BookedEndpoint>();
     for (const row of db.prepare('SELECT record FROM endpoints').all() as Array<{ record: string }>) {
-      const r = JSON.parse(row.record) as { id: string; networkId: string; host: string; peer: string; mappings: unknown[] };
-      endpoints.set(r.id, { id: r.id, networkId: r.networkId, host: r.host, peer: r.peer, mappings: r.mappings.length });
+      const r = JSON.parse(row.record) as { id: string; networkId: string; host: string; peer: string; mappings: unknown[]; ipv4: string; mac: string };
+      endpoints.set(r.id, { id: r.id, networkId: r.networkId, host: r.host, peer: r.peer, mappings: r.mappings.length, ipv4: r.ipv4, mac: r.mac });
     }
     const intents = (db.prepare('SELECT COUNT(*) AS n FROM intents').get() as { n: number }).n;
     return { networks, endpoints, intents };
