@@ -45,12 +45,19 @@ export interface CallResult {
   readonly status: number;
   readonly body: Record<string, unknown>;
   readonly text: string;
+  /** how often the request was sent again after a connection broke under it (resend mode) */
+  readonly resent?: number;
 }
+
+/** Errors that mean the connection broke after (part of) the request went out. */
+const BROKEN = new Set(['UND_ERR_SOCKET', 'ECONNRESET', 'EPIPE', 'UND_ERR_CLOSED']);
 
 /**
  * A dockerd-like client: a connection that cannot be made (ECONNREFUSED, ENOENT: the plugin is
- * down) is retried for up to retryMs, as dockerd does; a connection that breaks after the request
- * went out is not retried (the outcome is unknown, status -1).
+ * down) is retried for up to retryMs, as dockerd does. A connection that breaks after the request
+ * went out is, by default, not retried (the outcome is unknown, status -1); with `resend` the
+ * identical request is sent again within the same retryMs, as a client that keeps its request
+ * body does (dockerd 20.10 resends the call with an empty body: test/e2e/dockerd-retry.test.ts).
  */
 export class Client {
   private agent: Agent;
@@ -58,12 +65,14 @@ export class Client {
   constructor(
     readonly socketPath: string,
     private readonly retryMs = 30_000,
+    private readonly resend = false,
   ) {
     this.agent = new Agent({ connect: { socketPath }, headersTimeout: 120_000, bodyTimeout: 120_000, pipelining: 0 });
   }
 
   async raw(path: string, body: string | undefined, headers: Record<string, string> = {}): Promise<CallResult> {
     const deadline = Date.now() + this.retryMs;
+    let resent = 0;
     for (;;) {
       try {
         const res = await request(`http://localhost${path}`, {
@@ -80,14 +89,16 @@ export class Client {
         } catch {
           // not JSON: callers look at text
         }
-        return { status: res.statusCode, body: parsed, text };
+        return { status: res.statusCode, body: parsed, text, resent };
       } catch (err) {
         const code = (err as NodeJS.ErrnoException).code ?? '';
-        if ((code === 'ECONNREFUSED' || code === 'ENOENT') && Date.now() < deadline) {
+        const broken = this.resend && BROKEN.has(code);
+        if ((code === 'ECONNREFUSED' || code === 'ENOENT' || broken) && Date.now() < deadline) {
+          if (broken) resent++;
           await sleep(25);
           continue;
         }
-        return { status: -1, body: {}, text: `${code}: ${(err as Error).message}` };
+        return { status: -1, body: {}, text: `${code}: ${(err as Error).message}`, resent };
       }
     }
   }
