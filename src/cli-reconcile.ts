@@ -43,6 +43,7 @@ async function reconcileOffline(stateDir: string, tools: ToolPaths, dryRun: bool
         tools,
         ports: null,
         log: null,
+        ownerGroup: store.ownerGroup(),
       },
       { dryRun },
     );
