@@ -37,6 +37,8 @@ const CREATE_NETWORK = '/NetworkDriver.CreateNetwork';
 const CREATE_ENDPOINT = '/NetworkDriver.CreateEndpoint';
 const BRIDGE = 'bbretry0';
 const SUBNET = '198.18.60.0/24';
+/** The CreateEndpoint case runs on a network of its own, whatever happened to n1. */
+const BRIDGE2 = 'bbretry1';
 
 test('dockerd retries a create whose answer was lost: the user sees success, nothing is doubled or leaked', { timeout: 180_000 }, async (t) => {
   const name = randomPluginName();
@@ -47,7 +49,7 @@ test('dockerd retries a create whose answer was lost: the user sees success, not
   const ok = (args: string[]) => s.dockerOk(args);
   const netArgs = ['network', 'create', '-d', name, '--subnet', SUBNET, '-o', `com.docker.network.bridge.name=${BRIDGE}`, 'n1'];
   const explain = () => `--- calls through the proxy ---\n${proxy.describe()}\n${s.explain()}`;
-  const hasNetwork = async () => (await ok(['network', 'ls', '--format', '{{.Name}}'])).split('\n').includes('n1');
+  const hasNetwork = async (n = 'n1') => (await ok(['network', 'ls', '--format', '{{.Name}}'])).split('\n').includes(n);
 
   await t.test('CreateNetwork answer lost: dockerd retries and `docker network create` succeeds', async () => {
     proxy.dropNext(CREATE_NETWORK);
@@ -72,26 +74,27 @@ test('dockerd retries a create whose answer was lost: the user sees success, not
   });
 
   await t.test('CreateEndpoint answer lost: dockerd retries and `docker run` succeeds; no two endpoints share an address or MAC', async () => {
+    await ok(['network', 'create', '-d', name, '--subnet', '198.18.61.0/24', '-o', `com.docker.network.bridge.name=${BRIDGE2}`, 'n2']);
     proxy.dropNext(CREATE_ENDPOINT);
-    const first = await s.docker(['run', '-d', '--name', 'c1', '--network', 'n1', 'bb:latest', 'sleep', '600']);
+    const first = await s.docker(['run', '-d', '--name', 'c1', '--network', 'n2', 'bb:latest', 'sleep', '600']);
     const calls = proxy.callsOf(CREATE_ENDPOINT);
     t.diagnostic(`CreateEndpoint calls: ${calls.map((c) => `+${c.at}ms ${c.body.length} B -> ${c.status}${c.dropped ? ' (dropped)' : ''}`).join(', ')}`);
     assert.ok(calls.length >= 2 && calls[0]?.dropped === true, `dockerd retried after the dropped answer\n${explain()}`);
     // dockerd gives the next containers the lowest free addresses: if it forgot c1's endpoint,
     // c2 gets the address that endpoint still holds in the plugin.
-    await ok(['run', '-d', '--name', 'c2', '--network', 'n1', 'bb:latest', 'sleep', '600']);
-    await ok(['run', '-d', '--name', 'c3', '--network', 'n1', 'bb:latest', 'sleep', '600']);
+    await ok(['run', '-d', '--name', 'c2', '--network', 'n2', 'bb:latest', 'sleep', '600']);
+    await ok(['run', '-d', '--name', 'c3', '--network', 'n2', 'bb:latest', 'sleep', '600']);
 
-    const net = [...readBooks(s.stateDir).networks.values()].find((n) => n.bridge === BRIDGE);
-    assert.ok(net, 'n1 booked');
+    const net = [...readBooks(s.stateDir).networks.values()].find((n) => n.bridge === BRIDGE2);
+    assert.ok(net, 'n2 booked');
     const eps = [...readBooks(s.stateDir).endpoints.values()].filter((e) => e.networkId === net.id);
     const dup = (key: 'ipv4' | 'mac') => eps.map((e) => e[key]).filter((v, i, all) => all.indexOf(v) !== i);
     assert.deepEqual(dup('ipv4'), [], `two endpoints booked with one address: ${eps.map((e) => `${e.id.slice(0, 12)} ${e.ipv4} ${e.mac}`).join('; ')}\n${explain()}`);
     assert.deepEqual(dup('mac'), [], 'two endpoints booked with one MAC');
-    const running = (await ok(['ps', '-q', '--filter', 'network=n1'])).split('\n').filter((l) => l !== '');
+    const running = (await ok(['ps', '-q', '--filter', 'network=n2'])).split('\n').filter((l) => l !== '');
     assert.equal(eps.length, running.length, `one booked endpoint per running container (${running.length}), no orphan\n${explain()}`);
-    const ports = (await ipLinks(s.ns)).filter((l) => l.master === BRIDGE);
-    assert.equal(ports.length, running.length, `one veth on ${BRIDGE} per running container: ${ports.map((l) => l.ifname).join(', ')}`);
+    const ports = (await ipLinks(s.ns)).filter((l) => l.master === BRIDGE2);
+    assert.equal(ports.length, running.length, `one veth on ${BRIDGE2} per running container: ${ports.map((l) => l.ifname).join(', ')}`);
     assert.equal((await s.docker(['exec', 'c2', 'ping', '-c', '1', '-W', '3', 'c3'])).code, 0, `c2 reaches c3\n${explain()}`);
     assert.equal(first.code, 0, `docker run failed after a lost CreateEndpoint answer: ${first.stderr.trim()}\n${explain()}`);
     assert.equal((await s.docker(['exec', 'c2', 'ping', '-c', '1', '-W', '3', 'c1'])).code, 0, `c2 reaches c1\n${explain()}`);
@@ -100,12 +103,12 @@ test('dockerd retries a create whose answer was lost: the user sees success, not
   await t.test('after removal nothing is left', async () => {
     // Whatever the steps above left (a step that failed may have left less).
     await s.docker(['rm', '-f', 'c1', 'c2', 'c3']);
-    if (await hasNetwork()) await ok(['network', 'rm', 'n1']);
+    for (const n of ['n1', 'n2']) if (await hasNetwork(n)) await ok(['network', 'rm', n]);
     const books = readBooks(s.stateDir);
     assert.deepEqual([books.networks.size, books.endpoints.size, books.intents], [0, 0, 0], `books empty\n${explain()}`);
     const links = (await ipLinks(s.ns)).filter((l) => l.linkinfo?.info_kind === 'veth' || l.linkinfo?.info_kind === 'bridge');
     assert.deepEqual(links.map((l) => l.ifname), [], 'no veth or bridge left');
-    const rules = (await iptablesSave(s.ns)).filter((l) => l.startsWith('-A ') && (l.includes('bb:') || l.includes('198.18.60.')));
+    const rules = (await iptablesSave(s.ns)).filter((l) => l.startsWith('-A ') && (l.includes('bb:') || /198\.18\.6[01]\./.test(l)));
     assert.deepEqual(rules, [], 'no rule of ours left');
   });
 });
