@@ -115,15 +115,19 @@ export async function runSequences(client: FuzzClient, tally: Tally, o: Sequence
 
   let epSeq = 0;
   const endpointWorker = async (w: number): Promise<void> => {
-    const mine = new Map<string, { net: string; programmed: boolean }>();
+    const mine = new Map<string, { net: string; programmed: boolean; host: number }>();
     while (more()) {
       if (mine.size < 2 || (mine.size < 4 && rand() < 0.5)) {
         const n = nets[Math.floor(rand() * nets.length)] ?? nets[0];
         if (n === undefined) return;
         const id = `fzw${w}e${(++epSeq).toString(16)}`;
         const ids = { NetworkID: n.id, EndpointID: id };
-        // Each client keeps to its own addresses: only its own forgotten endpoints collide with it.
-        const addr = `198.18.${n.third}.${10 + w * 12 + Math.floor(rand() * 12)}/24`;
+        // Each client keeps to its own addresses and, like dockerd's IPAM, never picks one its
+        // live endpoints hold: only endpoints it forgot can collide with it.
+        const held4 = new Set([...mine.values()].filter((m) => m.net === n.id).map((m) => m.host));
+        const free = Array.from({ length: 12 }, (_, i) => 10 + w * 12 + i).filter((h) => !held4.has(h));
+        const host = free[Math.floor(rand() * free.length)] ?? 10 + w * 12;
+        const addr = `198.18.${n.third}.${host}/24`;
         const c = await call('CreateEndpoint', { ...ids, Interface: { Address: addr }, Options: {} });
         if (c.status !== 200) continue;
         const j = await call('Join', { ...ids, SandboxKey: `/var/run/docker/netns/${id}`, Options: {} });
@@ -131,7 +135,7 @@ export async function runSequences(client: FuzzClient, tally: Tally, o: Sequence
           await call('DeleteEndpoint', ids);
           continue;
         }
-        mine.set(id, { net: n.id, programmed: false });
+        mine.set(id, { net: n.id, programmed: false, host });
         held.endpoints.set(id, n.id);
         if (rand() < 0.5) {
           const port = rand() < 0.2 ? 0 : 30000 + Math.floor(rand() * 3000);
