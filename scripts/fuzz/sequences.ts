@@ -3,8 +3,9 @@
 // creates and deletes networks, and every call may be duplicated the ways a real client
 // duplicates calls: sent again right after its answer, sent twice at once, or sent on a
 // connection that is closed as soon as the request is out (the answer is lost) and then sent
-// again, as dockerd retries. Identical calls must be answered alike, and a create whose answer
-// was lost must not be refused on its retry while the plugin keeps what it created.
+// again, as dockerd retries (with the same body here: dockerd 20.10 actually resends an empty
+// one, see test/e2e/dockerd-retry.test.ts). Identical calls must be answered alike, and a create
+// whose answer was lost must not be refused on its retry while the plugin keeps what it created.
 import { readBooks } from '../../test/netns/crash-kit.js';
 import type { Answer, FuzzClient, Tally } from './wire.js';
 
@@ -93,7 +94,7 @@ export async function runSequences(client: FuzzClient, tally: Tally, o: Sequence
     await client.sendAndDrop(method, body);
     sent++;
     tally.recordDropped(PHASE, `/NetworkDriver.${method}`);
-    // dockerd retries after 1 s; a quicker retry also meets the first attempt still running.
+    // dockerd waits 1 s before it retries; a shorter pause does as well here.
     if (rand() < 0.5) await new Promise((r) => setTimeout(r, rand() * 20));
     const b = await client.call(method, body);
     rec(method, b, 'retried after its answer was lost', body);

@@ -62,9 +62,10 @@ export class FuzzClient {
   }
 
   /**
-   * Send `body` to `path` on a fresh connection and close our side as soon as it is written:
-   * the plugin gets the whole request and does the work, its answer reaches nobody. Resolves
-   * once the request is on its way (the plugin may still be working on it).
+   * Send `body` to `path` on a fresh connection and close it as soon as the answer starts to
+   * arrive, without reading it: the plugin did the work, the client never learns the outcome —
+   * what dockerd sees when a connection breaks under a call. Resolves then, so that a retry
+   * comes after the first attempt, as dockerd's does (it retries once it has seen the error).
    */
   sendAndDrop(method: string, body: unknown): Promise<void> {
     const path = method.includes('.') ? `/${method}` : `/NetworkDriver.${method}`;
@@ -73,16 +74,15 @@ export class FuzzClient {
       const sock = createConnection({ path: this.socketPath });
       const done = setTimeout(() => sock.destroy(), this.timeoutMs);
       sock.on('error', () => undefined);
-      sock.on('close', () => clearTimeout(done));
       sock.on('data', () => sock.destroy());
+      sock.on('close', () => {
+        clearTimeout(done);
+        resolve();
+      });
       sock.on('connect', () => {
         const head = `POST ${path} HTTP/1.1\r\nHost: plugin\r\nAccept: application/vnd.docker.plugins.v1.2+json\r\nContent-Length: ${payload.length}\r\n\r\n`;
-        sock.write(Buffer.concat([Buffer.from(head), payload]), () => {
-          sock.end();
-          resolve();
-        });
+        sock.write(Buffer.concat([Buffer.from(head), payload]));
       });
-      sock.on('close', () => resolve());
     });
   }
 
