@@ -110,6 +110,63 @@ async function pump(client: FuzzClient, tally: Tally, phase: string, reqs: Itera
   await Promise.all(Array.from({ length: concurrency }, lane));
 }
 
+interface Run {
+  readonly o: Options;
+  readonly client: FuzzClient;
+  readonly tally: Tally;
+  readonly stateDir: string;
+}
+
+async function setUpFixture(client: FuzzClient): Promise<void> {
+  const ok = async (method: string, body: unknown): Promise<void> => {
+    const a = await client.call(method, body);
+    if (a.status !== 200) throw new Error(`set-up ${method} failed: ${a.status} ${a.text}`);
+  };
+  const ids = { NetworkID: FIXTURE.net, EndpointID: FIXTURE.ep };
+  await ok('CreateNetwork', { NetworkID: FIXTURE.net, Options: {}, IPv4Data: [{ Pool: `${FIXTURE.subnet24}.0/24`, Gateway: `${FIXTURE.subnet24}.1/24` }], IPv6Data: [] });
+  await ok('CreateEndpoint', { ...ids, Interface: { Address: `${FIXTURE.subnet24}.5/24` }, Options: {} });
+  await ok('Join', { ...ids, SandboxKey: '/x', Options: {} });
+  await ok('ProgramExternalConnectivity', { ...ids, Options: { 'com.docker.network.portmap': [{ Proto: 6, Port: 80, HostPort: 18300, HostPortEnd: 18300 }] } });
+}
+
+/** The sequences, then everything removed through the protocol, as dockerd would; nothing may remain. */
+async function sequencePhase(r: Run, n: number): Promise<void> {
+  const held = await runSequences(r.client, r.tally, { workers: r.o.workers, budget: n, seed: r.o.seed, stateDir: r.stateDir });
+  for (const p of await checkConsistency(readBooks(r.stateDir))) r.tally.violation('kernel and books disagree after the sequences', p);
+  for (const [ep, net] of held) await r.client.call('DeleteEndpoint', { NetworkID: net, EndpointID: ep });
+  for (const net of readBooks(r.stateDir).networks.keys()) if (net !== FIXTURE.net) await r.client.call('DeleteNetwork', { NetworkID: net });
+  const stray = [...readBooks(r.stateDir).endpoints.values()].filter((e) => e.networkId !== FIXTURE.net || e.id !== FIXTURE.ep);
+  for (const e of stray) r.tally.violation('booked after everything was removed', `${e.id} on ${e.networkId} (${e.ipv4})`);
+}
+
+/** One phase, and the checks after it. */
+async function phase(r: Run, plugin: PluginProc, name: Phase, n: number, logPath: string): Promise<void> {
+  const t0 = Date.now();
+  const kernel0 = await kernelState();
+  const books0 = booksState(r.stateDir);
+  if (name === 'routes') await pump(r.client, r.tally, name, draw(anyRequest, n, r.o.seed), 'any', r.o.concurrency);
+  if (name === 'hostile') await pump(r.client, r.tally, name, draw(hostileRequest(FIXTURE), n, r.o.seed + 7919), 'refuse', r.o.concurrency);
+  if (name === 'sequences') await sequencePhase(r, n);
+  if (plugin.child.exitCode !== null || plugin.child.signalCode !== null) throw new Error(`the plugin died in phase ${name}:\n${tail(logPath)}`);
+  const alive = await r.client.call('Plugin.Activate', undefined);
+  if (alive.status !== 200) r.tally.violation('not alive after a phase', `${name}: Plugin.Activate -> ${alive.status} ${alive.text}`);
+  const books = readBooks(r.stateDir);
+  if (books.intents !== 0) r.tally.violation('intents left after a phase', `${name}: ${books.intents}`);
+  for (const p of await checkConsistency(books)) r.tally.violation(`kernel and books disagree after phase ${name}`, p);
+  if (name !== 'sequences') {
+    if ((await kernelState()) !== kernel0) r.tally.violation(`the kernel changed in phase ${name}`, 'links, addresses or rules differ from before the phase');
+    if (booksState(r.stateDir) !== books0) r.tally.violation(`the books changed in phase ${name}`, 'networks or endpoints differ from before the phase');
+  }
+  process.stdout.write(`phase ${name}: ${n} requests in ${((Date.now() - t0) / 1000).toFixed(1)} s\n`);
+}
+
+function summary(o: Options, tally: Tally, started: number): void {
+  process.stdout.write(`${tally.report()}\nseed ${o.seed}; ${((Date.now() - started) / 1000).toFixed(0)} s\n`);
+  if (!o.json) return;
+  const phases = Object.fromEntries([...tally.phases].map(([p, routes]) => [p, Object.fromEntries([...routes].map(([rt, c]) => [rt, { sent: c.sent, statuses: Object.fromEntries(c.statuses) }]))]));
+  process.stdout.write(`${JSON.stringify({ seed: o.seed, total: tally.total, phases, violations: Object.fromEntries(tally.violations) })}\n`);
+}
+
 async function main(): Promise<number> {
   let o: Options | null;
   try {
@@ -136,46 +193,10 @@ async function main(): Promise<number> {
       extraArgs: ['--reconcile-interval-ms', '0', '--firewall-check-ms', '3600000', ...o.pluginArgs],
     });
     const client = new FuzzClient(plugin.socketPath, Math.max(o.concurrency, 2 * o.workers + 2), o.timeoutMs);
-    const ok = async (method: string, body: unknown): Promise<void> => {
-      const a = await client.call(method, body);
-      if (a.status !== 200) throw new Error(`set-up ${method} failed: ${a.status} ${a.text}`);
-    };
-    await ok('CreateNetwork', { NetworkID: FIXTURE.net, Options: {}, IPv4Data: [{ Pool: `${FIXTURE.subnet24}.0/24`, Gateway: `${FIXTURE.subnet24}.1/24` }], IPv6Data: [] });
-    await ok('CreateEndpoint', { NetworkID: FIXTURE.net, EndpointID: FIXTURE.ep, Interface: { Address: `${FIXTURE.subnet24}.5/24` }, Options: {} });
-    await ok('Join', { NetworkID: FIXTURE.net, EndpointID: FIXTURE.ep, SandboxKey: '/x', Options: {} });
-    await ok('ProgramExternalConnectivity', { NetworkID: FIXTURE.net, EndpointID: FIXTURE.ep, Options: { 'com.docker.network.portmap': [{ Proto: 6, Port: 80, HostPort: 18300, HostPortEnd: 18300 }] } });
-
-    const total = o.phases.reduce((s, p) => s + SHARES[p], 0);
-    for (const phase of o.phases) {
-      const n = Math.max(1, Math.round((o.requests * SHARES[phase]) / total));
-      const t0 = Date.now();
-      const kernel0 = await kernelState();
-      const books0 = booksState(stateDir);
-      if (phase === 'routes') await pump(client, tally, phase, draw(anyRequest, n, o.seed), 'any', o.concurrency);
-      if (phase === 'hostile') await pump(client, tally, phase, draw(hostileRequest(FIXTURE), n, o.seed + 7919), 'refuse', o.concurrency);
-      if (phase === 'sequences') {
-        const held = await runSequences(client, tally, { workers: o.workers, budget: n, seed: o.seed, stateDir });
-        for (const p of await checkConsistency(readBooks(stateDir))) tally.violation('kernel and books disagree after the sequences', p);
-        // Everything through the protocol, as dockerd would remove it; then nothing may remain.
-        for (const [ep, net] of held.endpoints) await client.call('DeleteEndpoint', { NetworkID: net, EndpointID: ep });
-        for (const net of readBooks(stateDir).networks.keys()) if (net !== FIXTURE.net) await client.call('DeleteNetwork', { NetworkID: net });
-        const left = readBooks(stateDir);
-        const stray = [...left.endpoints.values()].filter((e) => e.networkId !== FIXTURE.net || e.id !== FIXTURE.ep);
-        for (const e of stray) tally.violation('booked after everything was removed', `${e.id} on ${e.networkId} (${e.ipv4})`);
-      }
-      // After each phase: alive, consistent (and, for the phases that must change nothing, unchanged).
-      if (plugin.child.exitCode !== null || plugin.child.signalCode !== null) throw new Error(`the plugin died in phase ${phase}:\n${tail(logPath)}`);
-      const alive = await client.call('Plugin.Activate', undefined);
-      if (alive.status !== 200) tally.violation('not alive after a phase', `${phase}: Plugin.Activate -> ${alive.status} ${alive.text}`);
-      const books = readBooks(stateDir);
-      if (books.intents !== 0) tally.violation('intents left after a phase', `${phase}: ${books.intents}`);
-      for (const p of await checkConsistency(books)) tally.violation(`kernel and books disagree after phase ${phase}`, p);
-      if (phase !== 'sequences') {
-        if ((await kernelState()) !== kernel0) tally.violation(`the kernel changed in phase ${phase}`, 'links, addresses or rules differ from before the phase');
-        if (booksState(stateDir) !== books0) tally.violation(`the books changed in phase ${phase}`, 'networks or endpoints differ from before the phase');
-      }
-      process.stdout.write(`phase ${phase}: ${n} requests in ${((Date.now() - t0) / 1000).toFixed(1)} s\n`);
-    }
+    await setUpFixture(client);
+    const total = o.phases.reduce((sum, p) => sum + SHARES[p], 0);
+    const r: Run = { o, client, tally, stateDir };
+    for (const p of o.phases) await phase(r, plugin, p, Math.max(1, Math.round((o.requests * SHARES[p]) / total)), logPath);
     await client.close();
     const stopped = await plugin.stop();
     if (stopped.code !== 0) tally.violation('SIGTERM did not exit 0', JSON.stringify(stopped));
@@ -186,16 +207,13 @@ async function main(): Promise<number> {
     await wipeNamespace();
     await dir.remove();
   }
-  process.stdout.write(`${tally.report()}\nseed ${o.seed}; ${((Date.now() - started) / 1000).toFixed(0)} s\n`);
-  if (o.json) {
-    const phases = Object.fromEntries([...tally.phases].map(([p, routes]) => [p, Object.fromEntries([...routes].map(([r, c]) => [r, { sent: c.sent, statuses: Object.fromEntries(c.statuses) }]))]));
-    const violations = Object.fromEntries([...tally.violations].map(([k, v]) => [k, v]));
-    process.stdout.write(`${JSON.stringify({ seed: o.seed, total: tally.total, phases, violations })}\n`);
-  }
+  summary(o, tally, started);
   return tally.violations.size === 0 ? 0 : 1;
 }
 
 main().then((code) => process.exit(code), (e: unknown) => {
-  process.stderr.write(`fuzz: ${e instanceof Error ? e.stack ?? e.message : String(e)}\n`);
+  // The namespace guard's refusal is an AssertionError: its message says it all.
+  const text = e instanceof Error ? (e.name === 'AssertionError' ? e.message : e.stack ?? e.message) : String(e);
+  process.stderr.write(`fuzz: ${text}\n`);
   process.exit(1);
 });
