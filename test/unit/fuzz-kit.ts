@@ -6,7 +6,6 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
-import fc from 'fast-check';
 import { pino } from 'pino';
 import { buildApp } from '../../src/api/app.js';
 import type { BatchRequest, BatchResponse } from '../../src/batching/work.js';
@@ -202,58 +201,5 @@ export function assertRefused(r: { status: number; body: unknown; text: string }
 
 // ------------------------------------------------------------------------------ hostile values
 
-/** Characters that must never reach a script: separators, quotes, shell and iptables syntax. */
-export const NASTY_CHARS = ['\n', '\r', ' ', '\t', '"', "'", '`', '$', ';', '&', '|', '>', '<', '(', ')', '{', '}', '\\', '/', '*', '?', '!', '#', '%', '\0', 'é', 'ü', '∂', '😀', '\u202e', ',', ':', '=', '+', '@', '~'];
-
-/** A string with at least one nasty character somewhere in otherwise plausible text. */
-export const nastyString = (base: fc.Arbitrary<string> = fc.string({ maxLength: 20 })): fc.Arbitrary<string> =>
-  fc.tuple(base, fc.constantFrom(...NASTY_CHARS), base, fc.nat(40)).map(([a, c, b, i]) => {
-    const s = a + b;
-    const at = i % (s.length + 1);
-    return s.slice(0, at) + c + s.slice(at);
-  });
-
-/** Ids that are not valid network/endpoint ids. */
-export const badId: fc.Arbitrary<unknown> = fc.oneof(
-  nastyString(fc.stringMatching(/^[a-f0-9]{0,30}$/)),
-  fc.constant(''),
-  fc.stringMatching(/^[a-f0-9]{129,200}$/),
-  fc.integer(),
-  fc.boolean(),
-  fc.constant(null),
-  fc.array(fc.string(), { maxLength: 3 }),
-  fc.dictionary(fc.string({ maxLength: 5 }), fc.string({ maxLength: 5 }), { maxKeys: 2 }),
-  fc.constantFrom('-leading-dash', '_x', 'a b', 'a\nb', '../../etc', 'x;reboot', '$(id)'),
-);
-
-/** Interface names the kernel (or we) must refuse. */
-export const badIfName: fc.Arbitrary<unknown> = fc.oneof(
-  nastyString(fc.stringMatching(/^[a-z0-9]{0,12}$/)),
-  fc.stringMatching(/^[a-z0-9]{16,40}$/),
-  fc.constantFrom('.', '..', 'br0 up', 'br0\nlink del dev eth0', 'bräcke', 'verylongbridgename', 'a/b'),
-  fc.integer({ min: -5, max: 5 }).map((n) => ({ n })),
-  fc.array(fc.nat(), { maxLength: 2 }),
-);
-
-/** CIDRs that must be refused as IPv4 pools. */
-export const badCidr4: fc.Arbitrary<unknown> = fc.oneof(
-  fc.constantFrom(
-    '224.0.0.0/24', '239.1.2.0/24', // multicast
-    '::ffff:198.18.0.0/120', '::ffff:c612:0/120', // IPv4-mapped
-    '198.18.0.0', '198.18.0.0/33', '198.18.0.0/-1', '198.18.0.0/24/1', '198.18.0.256/24', '198.018.0.0/24', '0x10.0.0.0/8',
-    '198.18.0.0/24\n-A INPUT -j ACCEPT', '198.18.0.0/24 dev lo', '198.18.0.0/ 24', ' 198.18.0.0/24', '198.18.0.0/24;id',
-    'fd00::/64', '0.0.0.0/0', '198.18.0.0/31', '198.18.0.0/32', '', '/24', 'localhost/24',
-  ),
-  nastyString(fc.constant('198.18.40.0/24')),
-  fc.integer(),
-  fc.constant(null),
-);
-
-/** Host ports and container ports out of range, and reversed ranges. */
-export const badPortBinding: fc.Arbitrary<Record<string, unknown>> = fc.oneof(
-  fc.record({ Proto: fc.constant(6), Port: fc.oneof(fc.integer({ min: 65536, max: 1e9 }), fc.integer({ max: 0 }), fc.constant(1.5), fc.constant('80')), HostPort: fc.constant(8080) }),
-  fc.record({ Proto: fc.constant(6), Port: fc.constant(80), HostPort: fc.oneof(fc.integer({ min: 65536, max: 1e9 }), fc.integer({ max: -1 }), fc.constant(80.5), fc.constant('8080')) }),
-  fc.integer({ min: 2, max: 65535 }).chain((hi) => fc.record({ Proto: fc.constant(17), Port: fc.constant(53), HostPort: fc.constant(hi), HostPortEnd: fc.integer({ min: 1, max: hi - 1 }) })),
-  fc.record({ Proto: fc.oneof(fc.integer({ min: 200, max: 300 }), fc.constantFrom('icmp', 'tcp;', '', 'TCP ', null)), Port: fc.constant(80), HostPort: fc.constant(8080) }),
-  fc.record({ Proto: fc.constant(6), Port: fc.constant(80), HostPort: fc.constant(8080), HostIP: fc.oneof(nastyString(fc.constant('198.18.0.1')), fc.constantFrom('::ffff:198.18.0.1', '198.18.0.1/32', '1.2.3', 'localhost', '198.18.0.1 -j ACCEPT')) }),
-);
+// The generators live in test/helpers/hostile.ts (the scale fuzzer in scripts/fuzz uses them too).
+export { NASTY_CHARS, nastyString, badId, badIfName, badCidr4, badPortBinding } from '../helpers/hostile.js';
