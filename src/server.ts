@@ -1,10 +1,10 @@
 // Wires the parts together, binds the plugin socket, and handles signals. Everything with logic
 // lives elsewhere; this file only decides the order of start and stop.
-import { chmodSync, mkdirSync, rmSync, statSync } from 'node:fs';
-import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { buildApp } from './api/app.js';
+import type { HttpTimeouts } from './api/http-timeouts.js';
+import { claimPlugin, type PluginClaim } from './instance/claim.js';
 import { Driver } from './scheduler/driver.js';
 import { firewallIntact, syncFirewall } from './scheduler/firewall-sync.js';
 import { reconcileDriver } from './scheduler/reconcile.js';
@@ -26,6 +26,8 @@ export interface ServeConfig {
   readonly firewallCheckMs: number;
   /** reconciliation period (kernel vs books); 0 disables the timer (default 60 s) */
   readonly reconcileMs?: number;
+  /** connection timeouts of the plugin socket (default DEFAULT_HTTP_TIMEOUTS) */
+  readonly timeouts?: HttpTimeouts;
   readonly tools: ToolPaths;
 }
 
@@ -37,6 +39,19 @@ export interface RunningServer {
 }
 
 export async function startServer(cfg: ServeConfig, log: Logger): Promise<RunningServer> {
+  // First of all, before the books or the kernel: one instance per state dir, per network
+  // namespace and per socket (src/instance/claim.ts); a refusal here has changed nothing.
+  const claim = await claimPlugin(cfg);
+  log.info({ pid: claim.info.pid, stateDir: claim.info.stateDir, netns: claim.info.netns }, 'state dir locked, network namespace claimed');
+  try {
+    return await startClaimed(cfg, log, claim);
+  } catch (err) {
+    await claim.release();
+    throw err;
+  }
+}
+
+async function startClaimed(cfg: ServeConfig, log: Logger, claim: PluginClaim): Promise<RunningServer> {
   const store = new SqliteStateStore(cfg.stateDir);
   const exec = new PiscinaExecutor(cfg.tools, cfg.workers);
   // One veth batch at a time: they all queue on the kernel's rtnl lock anyway, and while one runs
@@ -106,6 +121,7 @@ export async function startServer(cfg: ServeConfig, log: Logger): Promise<Runnin
     maxEventLoopDelayMs: 1000,
     maxHeapUsedBytes: 1024 * 1024 * 1024,
     bodyLimit: 1024 * 1024,
+    ...(cfg.timeouts ? { timeouts: cfg.timeouts } : {}),
     // dockerd (re)started and is using us: a restart of dockerd flushes only its own DOCKER*
     // chains, so this is a check, and a restore only if something of ours is missing.
     onActivate: () => {
@@ -118,16 +134,8 @@ export async function startServer(cfg: ServeConfig, log: Logger): Promise<Runnin
     },
   });
 
-  mkdirSync(cfg.socketDir, { recursive: true, mode: 0o755 });
-  const socketPath = join(cfg.socketDir, `${cfg.name}.sock`);
-  try {
-    if (statSync(socketPath).isSocket()) rmSync(socketPath); // stale socket of a previous run
-  } catch {
-    // no previous socket
-  }
-  await app.listen({ path: socketPath });
-  // Anyone who can talk to this socket can change the host's network: root only.
-  chmodSync(socketPath, 0o600);
+  const { socketPath } = claim;
+  await claim.bindSocket((path) => app.listen({ path }), () => app.close());
   log.info({ socketPath }, 'listening');
 
   let stopping: Promise<void> | null = null;
@@ -142,11 +150,8 @@ export async function startServer(cfg: ServeConfig, log: Logger): Promise<Runnin
       await driver.close();
       await exec.close();
       store.close();
-      try {
-        rmSync(socketPath);
-      } catch {
-        // already gone
-      }
+      await claim.release();
+      if (claim.socketRemoved === false) log.warn({ socketPath }, 'the socket path is no longer ours: left alone');
       log.info('stopped');
     })();
     return stopping;

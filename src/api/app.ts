@@ -7,6 +7,7 @@ import type { LevelWithSilent, Logger } from 'pino';
 import { InvalidRequestError, NotSupportedError, OverloadedError } from '../errors.js';
 import type { Driver } from '../scheduler/driver.js';
 import { reconcileDriver } from '../scheduler/reconcile.js';
+import { DEFAULT_HTTP_TIMEOUTS, serverTimeoutOptions, type HttpTimeouts } from './http-timeouts.js';
 import { endpointId, list, networkId, options, parseBody, type Body } from './decode.js';
 import { renderError } from './render-error.js';
 
@@ -18,6 +19,8 @@ export interface AppDeps {
   readonly maxEventLoopDelayMs: number;
   readonly maxHeapUsedBytes: number;
   readonly bodyLimit: number;
+  /** connection timeouts (default DEFAULT_HTTP_TIMEOUTS) */
+  readonly timeouts?: HttpTimeouts;
   /** called on Plugin.Activate: dockerd (re)started and is using us (a reconcile trigger) */
   readonly onActivate?: () => void;
 }
@@ -34,9 +37,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     loggerInstance: deps.logger as FastifyBaseLogger,
     bodyLimit: deps.bodyLimit,
     genReqId: () => `r${(++reqCounter).toString(36)}`,
-    // dockerd keeps connections open; never time a request out: some wait for a batch.
-    connectionTimeout: 0,
-    keepAliveTimeout: 120_000,
+    // Idle and half-sent connections time out; a received request never does (http-timeouts.ts).
+    ...serverTimeoutOptions(deps.timeouts ?? DEFAULT_HTTP_TIMEOUTS),
     return503OnClosing: true,
   });
 
