@@ -2,7 +2,7 @@
 // second instance used to take over a running plugin's clients, issue 10, E): only a socket
 // nobody listens on (connect gives ECONNREFUSED) is replaced, anything that is not a socket is
 // refused, and at exit the socket is removed only if it is still the one we bound.
-import { chmodSync, lstatSync, renameSync, unlinkSync } from 'node:fs';
+import { chmodSync, lstatSync, readdirSync, renameSync, unlinkSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { connect } from 'node:net';
 import { InstanceConflictError } from '../errors.js';
@@ -70,12 +70,8 @@ export interface SocketIdentity {
  */
 export async function bindSocketPath(path: string, listen: (path: string) => Promise<unknown>): Promise<SocketIdentity> {
   await checkSocketPath(path);
+  await removeStaleBindings(path);
   const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.binding`);
-  try {
-    if (lstatSync(tmp).isSocket()) unlinkSync(tmp); // our pid's own leftover
-  } catch {
-    // none
-  }
   await listen(tmp);
   // Anyone who can talk to this socket can change the host's network: root only.
   chmodSync(tmp, 0o600);
@@ -87,6 +83,20 @@ export async function bindSocketPath(path: string, listen: (path: string) => Pro
   const placed = lstatSync(path);
   if (placed.dev !== st.dev || placed.ino !== st.ino) throw new InstanceConflictError(`${path} was replaced while batchbridge bound it`);
   return { dev: st.dev, ino: st.ino };
+}
+
+/** Private names of `path` left by a process killed while binding: stale sockets only. */
+async function removeStaleBindings(path: string): Promise<void> {
+  const prefix = `.${basename(path)}.`;
+  for (const entry of readdirSync(dirname(path))) {
+    if (!entry.startsWith(prefix) || !/^\d+\.binding$/.test(entry.slice(prefix.length))) continue;
+    const p = join(dirname(path), entry);
+    try {
+      if (lstatSync(p).isSocket() && (await probe(p)) === 'stale') unlinkSync(p);
+    } catch {
+      // gone meanwhile
+    }
+  }
 }
 
 /** Remove the socket only if `path` is still the socket we bound. Returns whether it was removed. */

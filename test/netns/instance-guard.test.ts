@@ -125,9 +125,13 @@ test('a stale socket is replaced; a path that is not a socket is refused before 
   plugin = await startPlugin(opts);
   await plugin.kill9();
   assert.ok(lstatSync(plugin.socketPath).isSocket(), 'a killed plugin leaves its socket behind');
+  // As does one killed while binding, under its private name.
+  const binding = join(socketDir, '.bbinste.sock.99999.binding');
+  await run([process.execPath, '-e', `require('node:net').createServer().listen(${JSON.stringify(binding)}, () => process.kill(process.pid, 'SIGKILL'))`]);
+  assert.ok(lstatSync(binding).isSocket());
   plugin = await startPlugin(opts); // waits until Plugin.Activate is answered at that path
   assert.equal(statSync(plugin.socketPath).mode & 0o777, 0o600);
-  assert.deepEqual(readdirSync(socketDir), ['bbinste.sock'], 'no temporary name left behind');
+  assert.deepEqual(readdirSync(socketDir), ['bbinste.sock'], 'no private name left behind');
   assert.equal((await plugin.stop()).code, 0);
   plugin = null;
 
