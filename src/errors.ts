@@ -9,7 +9,8 @@ export type ErrorKind =
   | 'not-found' // refers to something we do not know
   | 'not-supported' // a call this driver does not implement
   | 'unavailable' // we are shedding load or shutting down
-  | 'kernel'; // the kernel refused the work
+  | 'kernel' // the kernel refused the work
+  | 'setup'; // batchbridge refuses to start or to open its books (unsafe state dir, another instance)
 
 export abstract class BbError extends Error {
   abstract readonly code: string;
@@ -40,6 +41,8 @@ export class NotSupportedError extends defineError('BB_ERR_NOT_SUPPORTED', 'not-
 export class OverloadedError extends defineError('BB_ERR_OVERLOADED', 'unavailable') {}
 export class ShuttingDownError extends defineError('BB_ERR_SHUTTING_DOWN', 'unavailable') {}
 export class KernelError extends defineError('BB_ERR_KERNEL', 'kernel') {}
+export class StateDirUnsafeError extends defineError('BB_ERR_STATE_DIR_UNSAFE', 'setup') {}
+export class InstanceConflictError extends defineError('BB_ERR_INSTANCE_CONFLICT', 'setup') {}
 
 // CNI front end only (src/cni/cni-error.ts maps them to the spec's codes; docs/cni.md).
 export class CniVersionError extends defineError('BB_ERR_CNI_VERSION', 'bad-request') {}
@@ -88,4 +91,6 @@ export const ALL_ERRORS = {
   CniConfigError,
   CniCheckFailedError,
   CniDelegateError,
+  StateDirUnsafeError,
+  InstanceConflictError,
 } as const;

@@ -1,20 +1,20 @@
 // Wires the parts together, binds the plugin socket, and handles signals. Everything with logic
 // lives elsewhere; this file only decides the order of start and stop.
-import { chmodSync, mkdirSync, rmSync, statSync } from 'node:fs';
-import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { buildApp } from './api/app.js';
+import type { HttpTimeouts } from './api/http-timeouts.js';
 import { DockerProtocol } from './api/protocol.js';
 import { DEFAULT_ENGINE_OPTIONS, type EngineOptions } from './engine/core.js';
 import { Engine } from './engine/engine.js';
 import { createFirewall } from './firewall/index.js';
+import { claimPlugin, type PluginClaim } from './instance/claim.js';
 import type { PipelineTuning } from './scheduler/pipelines.js';
 import { SqliteStateStore } from './state/sqlite-store.js';
 import { toolEnv, type Switches } from './tools/env.js';
 import type { ToolPaths } from './tools/paths.js';
-import { PiscinaExecutor } from './workers/pool.js';
 import { writeSysctl } from './tools/sysctl.js';
+import { PiscinaExecutor } from './workers/pool.js';
 
 export interface ServeConfig {
   readonly name: string;
@@ -30,6 +30,8 @@ export interface ServeConfig {
   readonly reconcileMs?: number;
   /** see EngineOptions.staleEndpointGraceMs */
   readonly staleEndpointGraceMs?: number;
+  /** connection timeouts of the plugin socket (default DEFAULT_HTTP_TIMEOUTS) */
+  readonly timeouts?: HttpTimeouts;
   readonly tools: ToolPaths;
   readonly switches: Switches;
   readonly directSpawn: boolean;
@@ -42,8 +44,14 @@ export interface RunningServer {
   stop(): Promise<void>;
 }
 
+interface Opened {
+  readonly engine: Engine;
+  readonly exec: PiscinaExecutor;
+  readonly store: SqliteStateStore;
+}
+
 /** The engine over its books, worker pool and firewall backend. */
-function openEngine(cfg: ServeConfig, log: Logger): { engine: Engine; exec: PiscinaExecutor; store: SqliteStateStore } {
+function openEngine(cfg: ServeConfig, log: Logger): Opened {
   const store = new SqliteStateStore(cfg.stateDir);
   const exec = new PiscinaExecutor({ tools: cfg.tools, switches: cfg.switches, firewall: 'iptables', directSpawn: cfg.directSpawn }, cfg.workers);
   // The engine's own tool runs (probes, firewall reads, reconciliation) go through the pool too,
@@ -78,6 +86,19 @@ function reconcileEvery(engine: Engine, ms: number, log: Logger): () => void {
 }
 
 export async function startServer(cfg: ServeConfig, log: Logger): Promise<RunningServer> {
+  // First of all, before the books or the kernel: one instance per state dir, per network
+  // namespace and per socket (src/instance/claim.ts); a refusal here has changed nothing.
+  const claim = await claimPlugin(cfg);
+  log.info({ pid: claim.info.pid, stateDir: claim.info.stateDir, netns: claim.info.netns }, 'state dir locked, network namespace claimed');
+  try {
+    return await startClaimed(cfg, log, claim);
+  } catch (err) {
+    await claim.release();
+    throw err;
+  }
+}
+
+async function startClaimed(cfg: ServeConfig, log: Logger, claim: PluginClaim): Promise<RunningServer> {
   const { engine, exec, store } = openEngine(cfg, log);
   // Containers need forwarding in the namespace the plugin runs in (as dockerd --ip-forward).
   const fwdErr = await writeSysctl({ path: 'net/ipv4/ip_forward', value: '1', optional: false });
@@ -87,9 +108,7 @@ export async function startServer(cfg: ServeConfig, log: Logger): Promise<Runnin
   // Before the socket listens: finish or undo what a crash interrupted, remove orphans.
   const startReport = await engine.reconcile();
   log.info({ findings: startReport.findings.length, ms: Math.round(startReport.ms) }, 'reconciled at start');
-
   const stopReconciling = reconcileEvery(engine, cfg.reconcileMs ?? 60_000, log);
-
   const watchdog = engine.watchdog(cfg.firewallCheckMs);
   watchdog.start();
 
@@ -100,6 +119,7 @@ export async function startServer(cfg: ServeConfig, log: Logger): Promise<Runnin
     maxEventLoopDelayMs: 1000,
     maxHeapUsedBytes: 1024 * 1024 * 1024,
     bodyLimit: 1024 * 1024,
+    ...(cfg.timeouts ? { timeouts: cfg.timeouts } : {}),
     // dockerd (re)started: it killed containers it will never send Leave/DeleteEndpoint for
     // (without live-restore) and will start restart-policy containers next, which want their
     // ports and addresses back. Settle the endpoints whose veth vanished, and check our rules (a
@@ -109,17 +129,8 @@ export async function startServer(cfg: ServeConfig, log: Logger): Promise<Runnin
       await engine.settleVanished();
     },
   });
-
-  mkdirSync(cfg.socketDir, { recursive: true, mode: 0o755 });
-  const socketPath = join(cfg.socketDir, `${cfg.name}.sock`);
-  try {
-    if (statSync(socketPath).isSocket()) rmSync(socketPath); // stale socket of a previous run
-  } catch {
-    // no previous socket
-  }
-  await app.listen({ path: socketPath });
-  // Anyone who can talk to this socket can change the host's network: root only.
-  chmodSync(socketPath, 0o600);
+  const { socketPath } = claim;
+  await claim.bindSocket((path) => app.listen({ path }), () => app.close());
   log.info({ socketPath }, 'listening');
 
   let stopping: Promise<void> | null = null;
@@ -134,11 +145,8 @@ export async function startServer(cfg: ServeConfig, log: Logger): Promise<Runnin
       await engine.close();
       await exec.close();
       store.close();
-      try {
-        rmSync(socketPath);
-      } catch {
-        // already gone
-      }
+      await claim.release();
+      if (claim.socketRemoved === false) log.warn({ socketPath }, 'the socket path is no longer ours: left alone');
       log.info('stopped');
     })();
     return stopping;

@@ -5,6 +5,7 @@ import underPressure from '@fastify/under-pressure';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { LevelWithSilent, Logger } from 'pino';
 import { InvalidRequestError, NotSupportedError, OverloadedError } from '../errors.js';
+import { DEFAULT_HTTP_TIMEOUTS, serverTimeoutOptions, type HttpTimeouts } from './http-timeouts.js';
 import { endpointId, list, networkId, options, parseBody, type Body } from './decode.js';
 import type { DockerProtocol } from './protocol.js';
 import { renderError } from './render-error.js';
@@ -17,6 +18,8 @@ export interface AppDeps {
   readonly maxEventLoopDelayMs: number;
   readonly maxHeapUsedBytes: number;
   readonly bodyLimit: number;
+  /** connection timeouts (default DEFAULT_HTTP_TIMEOUTS) */
+  readonly timeouts?: HttpTimeouts;
   /** called on Plugin.Activate: dockerd (re)started and is using us; answered once it settles */
   readonly onActivate?: () => Promise<void> | void;
 }
@@ -125,9 +128,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     loggerInstance: deps.logger as FastifyBaseLogger,
     bodyLimit: deps.bodyLimit,
     genReqId: () => `r${(++reqCounter).toString(36)}`,
-    // dockerd keeps connections open; never time a request out: some wait for a batch.
-    connectionTimeout: 0,
-    keepAliveTimeout: 120_000,
+    // Idle and half-sent connections time out; a received request never does (http-timeouts.ts).
+    ...serverTimeoutOptions(deps.timeouts ?? DEFAULT_HTTP_TIMEOUTS),
     return503OnClosing: true,
   });
   await registerPressure(app, deps);

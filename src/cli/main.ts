@@ -13,6 +13,7 @@ import { DEFAULT_ENGINE_OPTIONS } from '../engine/core.js';
 import { installService } from './install-service.js';
 import { watchNpmParent } from './parent-watch.js';
 import { cniInstall } from '../cni/cli-install.js';
+import { DEFAULT_HTTP_TIMEOUTS, type HttpTimeouts } from '../api/http-timeouts.js';
 
 const HELP = `batchbridge — a Docker network driver plugin that does what the built-in bridge
 driver does, batching the kernel work of many endpoints into one transaction.
@@ -53,6 +54,21 @@ serve options:
                          a never-joined endpoint older than this whose address a new endpoint
                          asks for is taken as left over and removed; a younger one makes the new
                          endpoint fail (default: 5000)
+  --headers-timeout-ms MS
+                         a request's headers must have arrived within this time of the connection
+                         opening (or of the request's first byte, on a kept-alive connection), else
+                         408 and closed; this closes connections that never send a byte
+                         (default: 10000)
+  --request-timeout-ms MS
+                         a request (headers and body) must have arrived within this time, else 408
+                         and closed; never cuts a request being answered (default: 30000, or
+                         --headers-timeout-ms if that is longer; must not be shorter than it)
+  --idle-timeout-ms MS   a kept-alive connection with no request in flight is closed after this
+                         (default: 60000)
+  At start serve refuses, changing nothing, when another batchbridge holds the state dir or
+  serves this network namespace, when the socket path answers or is not a socket, or when the
+  state dir is unsafe (a symlink, not owned by root, writable by group or others, or a book file
+  that is a symlink). See docs/security.md.
 
 ports options:
   --name NAME            the plugin to ask (default: batchbridge)
@@ -60,7 +76,9 @@ ports options:
   --json                 print JSON instead of one line per binding
 
 reconcile options (asks the running plugin over its socket; if none listens there, opens the
-books itself and fixes the kernel of the namespace it runs in):
+books itself and fixes the kernel of the namespace it runs in, holding the state dir's lock and
+the namespace like a plugin; when another plugin holds those books it asks that one instead,
+and it refuses when anything else holds them or serves the namespace):
   --state-dir DIR        the books to use when the plugin is not running (default: /var/lib/batchbridge)
   --name NAME            the plugin to ask (default: batchbridge)
   --socket-dir DIR       where its socket is (default: /run/docker/plugins)
@@ -100,6 +118,19 @@ function checkName(name: string): string {
   return name;
 }
 
+function timeoutFlags(values: Record<string, string | boolean | undefined>): HttpTimeouts {
+  const str = (k: string): string | undefined => (typeof values[k] === 'string' ? values[k] : undefined);
+  const d = DEFAULT_HTTP_TIMEOUTS;
+  const headersMs = intFlag(str('headers-timeout-ms'), 'headers-timeout-ms', d.headersMs, 100, 3_600_000);
+  const t = {
+    headersMs,
+    // Node requires headers <= request: an unset request timeout follows a longer headers one.
+    requestMs: intFlag(str('request-timeout-ms'), 'request-timeout-ms', Math.max(d.requestMs, headersMs), 100, 3_600_000),
+    idleMs: intFlag(str('idle-timeout-ms'), 'idle-timeout-ms', d.idleMs, 100, 86_400_000),
+  };
+  if (t.headersMs > t.requestMs) throw new UsageError(`--headers-timeout-ms (${t.headersMs}) must not exceed --request-timeout-ms (${t.requestMs})`);
+  return t;
+}
 
 async function serve(args: string[]): Promise<number> {
   const { values } = parseArgs({
@@ -120,6 +151,9 @@ async function serve(args: string[]): Promise<number> {
       'firewall-check-ms': { type: 'string' },
       'reconcile-interval-ms': { type: 'string' },
       'stale-endpoint-grace-ms': { type: 'string' },
+      'headers-timeout-ms': { type: 'string' },
+      'request-timeout-ms': { type: 'string' },
+      'idle-timeout-ms': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -146,6 +180,7 @@ async function serve(args: string[]): Promise<number> {
     firewallCheckMs: intFlag(values['firewall-check-ms'], 'firewall-check-ms', 2000, 100, 3_600_000),
     reconcileMs: intFlag(values['reconcile-interval-ms'], 'reconcile-interval-ms', 60_000, 0, 86_400_000),
     staleEndpointGraceMs: intFlag(values['stale-endpoint-grace-ms'], 'stale-endpoint-grace-ms', DEFAULT_ENGINE_OPTIONS.staleEndpointGraceMs, 0, 3_600_000),
+    timeouts: timeoutFlags(values),
     ...readEnvironment(),
   };
   const server = await startServer(cfg, log);

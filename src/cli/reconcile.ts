@@ -1,6 +1,8 @@
 // `batchbridge reconcile`: compare the kernel with the books and fix what differs. When the
 // plugin is running, it is asked over its socket (so the fix happens under its exclusive gate,
-// with its in-memory books); otherwise the books are opened directly and the kernel fixed here.
+// with its in-memory books); otherwise the books are opened directly and the kernel fixed here,
+// holding the state dir's lock and the namespace's guard like a plugin (src/instance/claim.ts),
+// so it never runs on books or in a namespace a live plugin holds.
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -12,6 +14,8 @@ import { createFirewall } from '../firewall/index.js';
 import { SqliteStateStore } from '../state/sqlite-store.js';
 import { toolEnv } from '../tools/env.js';
 import { DEFAULT_TOOLS, type ToolPaths } from '../tools/paths.js';
+import { claimBooks } from '../instance/claim.js';
+import { describeInstance, stateDirHolder } from '../state/instance-lock.js';
 
 type Asked = { kind: 'answered'; report: ReconcileReport } | { kind: 'not-running' } | { kind: 'failed'; message: string };
 
@@ -34,14 +38,17 @@ async function askPlugin(socketPath: string, dryRun: boolean): Promise<Asked> {
 }
 
 async function reconcileOffline(stateDir: string, tools: ToolPaths, dryRun: boolean): Promise<ReconcileReport> {
-  const store = new SqliteStateStore(stateDir);
+  const claim = await claimBooks(stateDir);
+  let store: SqliteStateStore | null = null;
   try {
+    store = new SqliteStateStore(stateDir);
     const books = new Books();
     books.load(store.loadNetworks(), store.loadEndpoints());
     const env = toolEnv(tools);
     return await reconcile({ books, store, tools: env, firewall: createFirewall('iptables', env), ports: null, log: null, ownerGroup: store.ownerGroup() }, { dryRun });
   } finally {
-    store.close();
+    store?.close();
+    await claim.release();
   }
 }
 
@@ -83,8 +90,20 @@ export async function runReconcile(args: string[], tools: ToolPaths = DEFAULT_TO
       process.stderr.write(`batchbridge: no books at ${stateDir} (batchbridge.db missing) and no plugin listening at ${socketPath}\n`);
       return 1;
     }
-    report = await reconcileOffline(stateDir, tools, dryRun);
-    where = `books at ${stateDir} (plugin not running)`;
+    // Not the plugin we were told about: maybe another one holds these books. Ask it, or refuse.
+    const holder = stateDirHolder(stateDir);
+    if (holder !== null) {
+      const other = holder.role === 'serve' && holder.socketPath !== null && holder.socketPath !== socketPath ? await askPlugin(holder.socketPath, dryRun) : null;
+      if (other?.kind !== 'answered') {
+        process.stderr.write(`batchbridge: no plugin answers at ${socketPath}, and the books at ${stateDir} are held by ${describeInstance(holder)}; not reconciling them offline\n`);
+        return 1;
+      }
+      report = other.report;
+      where = `running plugin at ${holder.socketPath ?? '?'} (it holds ${stateDir})`;
+    } else {
+      report = await reconcileOffline(stateDir, tools, dryRun);
+      where = `books at ${stateDir} (plugin not running)`;
+    }
   }
   if (values.json) process.stdout.write(`${JSON.stringify({ source: where, ...report }, null, 2)}\n`);
   else process.stdout.write(`reconciled ${where}\n${formatReport(report)}`);

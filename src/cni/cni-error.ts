@@ -46,6 +46,8 @@ export const CNI_CODE_OF: Readonly<Record<string, number>> = {
   BB_ERR_OVERLOADED: CNI_CODE.tryAgainLater,
   BB_ERR_SHUTTING_DOWN: CNI_CODE.tryAgainLater,
   BB_ERR_KERNEL: CNI_CODE.kernel,
+  BB_ERR_STATE_DIR_UNSAFE: CNI_CODE.internal,
+  BB_ERR_INSTANCE_CONFLICT: CNI_CODE.internal,
   BB_ERR_CNI_VERSION: CNI_CODE.incompatibleVersion,
   BB_ERR_CNI_UNSUPPORTED_FIELD: CNI_CODE.unsupportedField,
   BB_ERR_CNI_UNKNOWN_CONTAINER: CNI_CODE.unknownContainer,
@@ -65,6 +67,8 @@ const CNI_CODE_OF_KIND: Readonly<Record<ErrorKind, number>> = {
   'not-supported': CNI_CODE.unsupportedField,
   unavailable: CNI_CODE.tryAgainLater,
   kernel: CNI_CODE.kernel,
+  // raised before any socket listens; never reaches a runtime, but the table must be whole
+  setup: CNI_CODE.internal,
 };
 
 export interface CniErrorBody {

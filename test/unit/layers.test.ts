@@ -19,7 +19,7 @@ export const LAYERS: readonly (readonly string[])[] = [
   ['errors.ts', 'log.ts'],
   ['domain'],
   ['state', 'tools'],
-  ['ip', 'firewall', 'config'],
+  ['ip', 'firewall', 'config', 'instance'],
   ['batching'],
   ['workers'],
   ['scheduler'],
