@@ -35,6 +35,8 @@ interface Route {
 /** Calls that start new work: the only ones refused when the plugin is overloaded. */
 const SHEDDABLE: ReadonlySet<string> = new Set(['/NetworkDriver.CreateEndpoint', '/NetworkDriver.ProgramExternalConnectivity', '/NetworkDriver.CreateNetwork']);
 const CONTENT_TYPE = 'application/vnd.docker.plugins.v1.2+json';
+/** Creates whose argument-less retry is answered as the create it repeats (retry-memo.ts). */
+const RETRIED_CREATES: Readonly<Record<string, 'network' | 'endpoint'>> = { '/NetworkDriver.CreateNetwork': 'network', '/NetworkDriver.CreateEndpoint': 'endpoint' };
 
 let reqCounter = 0;
 
@@ -159,8 +161,9 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       if (SHEDDABLE.has(url) && engine.queueDepth >= deps.maxQueue) {
         throw new OverloadedError(`batchbridge is overloaded (${engine.queueDepth} operations queued); retry shortly`);
       }
-      const body = parseBody(typeof req.body === 'string' ? req.body : '', route.empty);
-      const out = await route.fn(body);
+      const text = typeof req.body === 'string' ? req.body : '';
+      const retried = RETRIED_CREATES[url];
+      const out = retried !== undefined && text.trim() === '' ? deps.protocol.retriedCreate(retried) : await route.fn(parseBody(text, route.empty));
       void reply.header('content-type', CONTENT_TYPE);
       return out ?? {};
     });

@@ -40,6 +40,11 @@ export interface BatchRequest {
   readonly ops: readonly OpWork[];
   /** link group for this batch's veth deletions, unique among concurrent batches */
   readonly linkGroup: number;
+  /**
+   * Bumped whenever a bridge may have been deleted or made again under the same name: a thread
+   * whose ip sessions predate it ends them first (ip caches ifindex by name; ip/session.ts).
+   */
+  readonly bridgeEpoch?: number;
 }
 
 export interface BatchTimings {

@@ -1,7 +1,7 @@
 // What an endpoint gets on a network: the built-in driver's checks and its MAC and IPv6 derivation
 // (libnetwork drivers/bridge CreateEndpoint).
 import { InvalidAddressError, NotSupportedError } from '../errors.js';
-import { bytesToIp, cidrContains, ipBytes, parseCidr, type Cidr } from './addr.js';
+import { bytesToIp, cidrContains, ipBytes, lastAddress, parseCidr, type Cidr } from './addr.js';
 import type { NetworkSpec } from './network-spec.js';
 
 const MAC_RE = /^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/;
@@ -62,6 +62,11 @@ export function resolveAddresses(net: NetworkSpec, r: AddressRequest): EndpointA
   const ipv4 = parseCidr(r.ipv4, r.names.ipv4, 4);
   const subnet = parseCidr(net.ipv4.network, 'subnet', 4);
   if (!cidrContains(subnet, ipv4.ip)) throw new InvalidAddressError(`invalid ${r.names.ipv4} ${ipv4.ip}: not in subnet ${subnet.network}`);
+  if (ipv4.prefix !== subnet.prefix) throw new InvalidAddressError(`invalid ${r.names.ipv4} ${ipv4.ip}/${ipv4.prefix}: the network's prefix is /${subnet.prefix}`);
+  // No IPAM hands these out; a container holding one would be unreachable or reach everyone.
+  if (subnet.prefix < 31 && (ipv4.ip === subnet.network.slice(0, subnet.network.indexOf('/')) || ipv4.ip === lastAddress(subnet))) {
+    throw new InvalidAddressError(`invalid ${r.names.ipv4} ${ipv4.ip}: it is the subnet's network or broadcast address`);
+  }
   if (ipv4.ip === net.ipv4.ip && !net.inhibitIpv4) throw new InvalidAddressError(`invalid ${r.names.ipv4} ${ipv4.ip}: it is the network's gateway`);
   const macChosen = r.mac === null;
   const mac = r.mac !== null ? parseMac(r.mac) : (r.macFallback ?? macFromIpv4(ipv4.ip));
@@ -72,6 +77,7 @@ export function resolveAddresses(net: NetworkSpec, r: AddressRequest): EndpointA
     if (net.ipv6 !== null && !cidrContains(parseCidr(net.ipv6.network, 'subnet', 6), ipv6.ip)) {
       throw new InvalidAddressError(`invalid ${r.names.ipv6} ${ipv6.ip}: not in subnet ${net.ipv6.network}`);
     }
+    if (net.ipv6 !== null && ipv6.prefix !== net.ipv6.prefix) throw new InvalidAddressError(`invalid ${r.names.ipv6} ${ipv6.ip}/${ipv6.prefix}: the network's prefix is /${net.ipv6.prefix}`);
   } else if (net.enableIpv6) {
     ipv6 = ipv6FromMac(net.ipv6 ?? parseCidr('fe80::1/64', 'link-local', 6), mac, net.id);
   }

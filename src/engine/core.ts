@@ -61,7 +61,11 @@ export class EngineCore {
    * this is not persisted.
    */
   readonly joined = new Set<string>();
+  /** since when reconciliation has seen each endpoint parked (reconcile/plan.ts) */
+  readonly parkedSince = new Map<string, number>();
   closing = false;
+  /** see BatchRequest.bridgeEpoch; bumped under the exclusive gate, before the bridge work */
+  bridgeEpoch = 0;
 
   constructor(
     readonly deps: EngineDeps,
@@ -71,7 +75,7 @@ export class EngineCore {
     this.ownerGroup = deps.store.ownerGroup();
     for (const e of this.books.endpoints.values()) this.ports.restore(e.id, e.mappings);
     this.keeper = new BookKeeper(deps.store, deps.log);
-    this.pipelines = new Pipelines((req) => deps.exec.runBatch(req), this.keeper.hooks(), opts, this.keeper.firstBatchId);
+    this.pipelines = new Pipelines((req) => deps.exec.runBatch({ ...req, bridgeEpoch: this.bridgeEpoch }), this.keeper.hooks(), opts, this.keeper.firstBatchId);
   }
 
   get log(): Logger {

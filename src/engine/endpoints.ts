@@ -76,7 +76,7 @@ export class Endpoints {
       }
       this.pending.add(req.endpointId);
       try {
-        await this.makeVeth(net.spec, { ...facts, id: req.endpointId, joined: false, mappings: [], createdAt: Date.now() });
+        await this.makeVeth(net.spec, { ...facts, macChosen: addrs.macChosen, ipv6Chosen: addrs.ipv6Chosen, id: req.endpointId, joined: false, mappings: [], createdAt: Date.now() });
         return addrs;
       } finally {
         this.pending.delete(req.endpointId);

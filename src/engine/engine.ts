@@ -66,13 +66,24 @@ export class Engine {
       // A write-behind deletion in flight would look like an unfinished intent and an orphan veth.
       await this.endpoints.settleDeferred();
       this.core.keeper.flush();
+      // Reconciliation may make a missing bridge again (in a process of its own).
+      this.core.bridgeEpoch++;
       return reconcile(this.reconcileTarget(), opts);
     });
   }
 
   private reconcileTarget(): ReconcileTarget {
     const c = this.core;
-    return { books: c.books, store: c.deps.store, tools: c.deps.tools, firewall: c.firewall, ports: c.ports, log: c.log, ownerGroup: c.ownerGroup };
+    return {
+      books: c.books,
+      store: c.deps.store,
+      tools: c.deps.tools,
+      firewall: c.firewall,
+      ports: c.ports,
+      log: c.log,
+      ownerGroup: c.ownerGroup,
+      parked: { joined: c.joined, since: c.parkedSince },
+    };
   }
 
   /** Stop taking new work; resolve when everything accepted so far is done. */

@@ -68,6 +68,7 @@ export class Networks {
       { kind: 'network-create', networkId: spec.id, bridge: spec.bridge, createdBridge, addrs: createdBridge ? wanted : addedAddrs, restoreDown },
     ]);
     const undo = (): Promise<void> => this.rollback(spec, createdBridge, addedAddrs, restoreDown, intentId);
+    core.bridgeEpoch++;
     // Step 1: the bridge itself, and the sysctls that must precede its IPv6 addresses.
     const step1: IpOp[] = createdBridge ? [{ kind: 'bridge-create', bridge: spec.bridge, mac: spec.bridgeMac, mtu: spec.mtu, group: core.ownerGroup }] : [];
     const r1 = await core.submit({ ip: step1, sysctls: networkSysctls(spec) }, null, () => null);
@@ -111,6 +112,7 @@ export class Networks {
       if (net === undefined) return;
       const eps = core.books.endpointsOf(id);
       const fw = core.firewall;
+      core.bridgeEpoch++;
       const fwBefore = fw.combine([...eps.map((e) => fw.portsDown({ endpointId: e.id, mappings: e.mappings })), fw.networkDown(toFwNetwork(net.spec))], true);
       const ip: IpOp[] = eps.map((e): IpOp => ({ kind: 'veth-delete', host: e.host }));
       if (net.createdBridge) ip.push({ kind: 'bridge-delete', bridge: net.spec.bridge });

@@ -16,6 +16,18 @@ import { IpSession, ipSessionStats, type VethNames } from './session.js';
 const sessions = new Map<string, IpSession[]>();
 const SESSIONS_PER_THREAD = 2;
 
+let sessionsEpoch = 0;
+
+/**
+ * Ends this thread's ip sessions when a bridge may have been made again since they started
+ * (BatchRequest.bridgeEpoch): their cached interface indexes may be stale.
+ */
+export function noteBridgeEpoch(epoch: number | undefined): void {
+  if (epoch === undefined || epoch === sessionsEpoch) return;
+  sessionsEpoch = epoch;
+  for (const pool of sessions.values()) for (const s of pool) s.end();
+}
+
 /** An idle session that takes this script, or null (run it in its own process). */
 function idleSession(ip: string, names: VethNames): IpSession | null {
   let pool = sessions.get(ip);

@@ -24,6 +24,9 @@ export interface EndpointRecord {
   readonly ipv4: string; // "ip/prefix"
   readonly ipv6: string | null;
   readonly mac: string;
+  /** the MAC / IPv6 address was chosen by us, not given by the request (a replayed answer says so) */
+  readonly macChosen?: boolean;
+  readonly ipv6Chosen?: boolean;
   readonly joined: boolean;
   readonly exposed: readonly ExposedPort[];
   readonly requested: readonly RequestedBinding[];

@@ -4,7 +4,7 @@
 import { workerData } from 'node:worker_threads';
 import { isFirewallOnly, type BatchRequest, type BatchResponse, type OpResult, type OpWork } from '../batching/work.js';
 import type { FirewallChange, FwWork } from '../firewall/types.js';
-import { applyIpWork } from '../ip/apply.js';
+import { applyIpWork, noteBridgeEpoch } from '../ip/apply.js';
 import type { IpWork } from '../ip/plan.js';
 import type { ToolResult } from '../tools/spawn.js';
 import { flushConntrack } from './conntrack.js';
@@ -71,6 +71,7 @@ async function flushFor(ops: readonly OpWork[], env: WorkerEnv, failed: Readonly
  */
 export async function runBatch(req: BatchRequest, env: WorkerEnv): Promise<BatchResponse> {
   const t0 = performance.now();
+  noteBridgeEpoch(req.bridgeEpoch);
   const out: Outcome = { failed: new Map(), ipSpawns: 0, fwSpawns: 0, ipMs: 0, fwMs: 0 };
   const track1 = req.ops.filter(isFirewallOnly);
   const track2 = req.ops.filter((o) => !isFirewallOnly(o));

@@ -195,6 +195,22 @@ describe('errors', () => {
     assert.deepEqual((await post(a, '/NetworkDriver.DeleteNetwork', { NetworkID: 'zzz' })).status, 200);
   });
 
+  test("dockerd's argument-less retry of a create is answered as the create it repeats", async (t) => {
+    const { app: a } = await app(t);
+    assert.equal((await post(a, '/NetworkDriver.CreateNetwork', '')).status, 400, 'nothing to repeat');
+    assert.equal((await post(a, '/NetworkDriver.CreateNetwork', createNet())).status, 200);
+    assert.deepEqual(await post(a, '/NetworkDriver.CreateNetwork', ''), { status: 200, body: {}, contentType: PLUGIN_CT });
+    const ep = { NetworkID: NET, EndpointID: 'e1', Interface: { Address: '198.18.20.2/24' } };
+    const first = await post(a, '/NetworkDriver.CreateEndpoint', ep);
+    assert.equal(first.status, 200);
+    const retry = await post(a, '/NetworkDriver.CreateEndpoint', '');
+    assert.deepEqual([retry.status, retry.body], [200, first.body], 'the same reply as the create it repeats');
+    assert.equal((await post(a, '/NetworkDriver.Join', { NetworkID: NET, EndpointID: 'e1' })).status, 200);
+    const late = await post(a, '/NetworkDriver.CreateEndpoint', '');
+    assert.equal(late.status, 400, 'once dockerd has used the endpoint, an empty create repeats nothing');
+    assert.match(late.body.Err as string, /request body is empty/);
+  });
+
   test('a kernel failure: 500 with Err', async (t) => {
     const { app: a, r } = await app(t);
     assert.equal((await post(a, '/NetworkDriver.CreateNetwork', createNet())).status, 200);

@@ -138,6 +138,10 @@ describe('resolveEndpointAddresses', () => {
     assert.throws(() => resolveEndpointAddresses(net(), { Address: '' }, undefined), InvalidRequestError);
     assert.throws(() => resolveEndpointAddresses(net(), { Address: '198.18.21.2/24' }, undefined), /not in subnet 198\.18\.20\.0\/24/);
     assert.throws(() => resolveEndpointAddresses(net(), { Address: '198.18.20.1/24' }, undefined), /it is the network's gateway/);
+    // No IPAM hands these out (found by the scale fuzzer):
+    assert.throws(() => resolveEndpointAddresses(net(), { Address: '198.18.20.0/24' }, undefined), /network or broadcast address/);
+    assert.throws(() => resolveEndpointAddresses(net(), { Address: '198.18.20.255/24' }, undefined), /network or broadcast address/);
+    assert.throws(() => resolveEndpointAddresses(net(), { Address: '198.18.20.7/25' }, undefined), /the network's prefix is \/24/);
     assert.throws(() => resolveEndpointAddresses(net(), { Address: 'fd00::2/64' }, undefined), InvalidAddressError);
     assert.throws(() => resolveEndpointAddresses(net(), { Address: '198.18.20.2/24', MacAddress: 5 }, undefined), InvalidRequestError);
     assert.throws(() => resolveEndpointAddresses(net({ v6: 'fd00:20::/64' }), { Address: '198.18.20.2/24', AddressIPv6: 6 }, undefined), InvalidRequestError);

@@ -26,77 +26,16 @@
 //    get it (the books say they are ours).
 //  - Rules: our chains are rewritten from the books (syncFirewall) whenever the rules in them,
 //    counted per owner tag (bb:net=… / bb:ep=…), differ from what the books want.
-import { bridgeAddrs, networkSysctls, type SysctlWrite } from '../../domain/network-setup.js';
-import { renderIpLine, type IpLine } from '../../ip/lines.js';
-import { RECONCILE_LINK_GROUP } from '../../ip/ops.js';
-import { normAddr, type KernelLink } from '../../ip/read.js';
-import type { EndpointRecord, Intent, NetworkRecord } from '../../state/records.js';
+import { bridgeAddrs, networkSysctls } from '../../domain/network-setup.js';
+import { normAddr } from '../../ip/read.js';
+import type { EndpointRecord, NetworkRecord } from '../../state/records.js';
+import { resolveIntents } from './intents.js';
+import { PlanState } from './plan-state.js';
+import { ABANDONED_AFTER_MS, type ReconcileInput, type ReconcilePlan } from './types.js';
 
 export type { KernelLink } from '../../ip/read.js';
 export { RECONCILE_LINK_GROUP } from '../../ip/ops.js';
-
-export interface KernelSnapshot {
-  readonly links: ReadonlyMap<string, KernelLink>;
-}
-
-export interface ReconcileInput {
-  readonly networks: readonly NetworkRecord[];
-  readonly endpoints: readonly EndpointRecord[];
-  readonly intents: readonly Intent[];
-  readonly kernel: KernelSnapshot;
-  /** our ownership mark (link group) */
-  readonly ownerGroup: number;
-  /** word the findings as what would be done */
-  readonly dryRun?: boolean;
-}
-
-// ------------------------------------------------------------------------------------ output
-
-export type FindingKind =
-  | 'intent-undone'
-  | 'intent-finished'
-  | 'intent-cleared'
-  | 'bridge-missing'
-  | 'bridge-not-a-bridge'
-  | 'bridge-down'
-  | 'address-missing'
-  | 'veth-detached'
-  | 'endpoint-vanished'
-  | 'orphan-veth'
-  | 'orphan-bridge'
-  | 'ownership-mark'
-  | 'firewall-drift'
-  | 'error';
-
-export interface Finding {
-  readonly kind: FindingKind;
-  /** the object concerned: an interface name, a network or endpoint id, a rule tag */
-  readonly subject: string;
-  /** what was found and what is (or would be) done about it */
-  readonly detail: string;
-}
-
-export interface ReconcilePlan {
-  readonly findings: Finding[];
-  /** lines of one `ip -force -batch -` script, rendered by the ip vocabulary (checked values) */
-  readonly ipLines: string[];
-  readonly sysctls: SysctlWrite[];
-  readonly deleteEndpoints: string[];
-  readonly deleteNetworks: string[];
-  readonly putNetworks: NetworkRecord[];
-  readonly putEndpoints: EndpointRecord[];
-  readonly clearIntents: number[];
-}
-
-export interface ReconcileReport {
-  readonly findings: Finding[];
-  /** true when fixes were applied (false for a dry run) */
-  readonly applied: boolean;
-  readonly networks: number;
-  readonly endpoints: number;
-  readonly intents: number;
-  readonly ms: number;
-}
+export * from './types.js';
 
 // ---------------------------------------------------------------------------------- planning
 
@@ -109,176 +48,6 @@ export function planReconcile(input: ReconcileInput): ReconcilePlan {
   checkEndpoints(st);
   findOrphans(st);
   return st.finish();
-}
-
-/** Working state of one planning run: the books as they will be, the fixes so far. */
-class PlanState {
-  readonly findings: Finding[] = [];
-  readonly networks: Map<string, NetworkRecord>;
-  readonly endpoints: Map<string, EndpointRecord>;
-  readonly deleteEndpoints = new Set<string>();
-  readonly deleteNetworks = new Set<string>();
-  readonly putNetworks = new Map<string, NetworkRecord>();
-  readonly putEndpoints = new Map<string, EndpointRecord>();
-  readonly clearIntents: number[] = [];
-  /** host-side veth names to delete (one link group, one RCU wait) */
-  readonly vethDeletes = new Set<string>();
-  readonly bridgeDeletes = new Set<string>();
-  /** bridges an interrupted intent made that no booked network uses */
-  readonly candidateOrphanBridges = new Set<string>();
-  /** lines that create bridges (first in the script) */
-  readonly early: IpLine[] = [];
-  /** addresses, enslaving, up/down, marks (after the veth removals) */
-  readonly late: IpLine[] = [];
-  readonly sysctls: SysctlWrite[] = [];
-
-  constructor(readonly input: ReconcileInput) {
-    this.networks = new Map(input.networks.map((n) => [n.spec.id as string, n]));
-    this.endpoints = new Map(input.endpoints.map((e) => [e.id, e]));
-  }
-
-  link(name: string): KernelLink | undefined {
-    return this.input.kernel.links.get(name);
-  }
-
-  /** Carries our ownership mark: we made it. */
-  ours(name: string): boolean {
-    return this.link(name)?.group === this.input.ownerGroup;
-  }
-
-  note(kind: FindingKind, subject: string, detail: string): void {
-    this.findings.push({ kind, subject, detail });
-  }
-
-  /** "removed" in a real run, "would remove" in a dry run. */
-  act(done: string, would: string): string {
-    return this.input.dryRun === true ? would : done;
-  }
-
-  unbookEndpoint(id: string): void {
-    this.endpoints.delete(id);
-    this.putEndpoints.delete(id);
-    this.deleteEndpoints.add(id);
-  }
-
-  unbookNetwork(id: string): void {
-    for (const e of [...this.endpoints.values()]) if (e.networkId === id) this.unbookEndpoint(e.id);
-    this.networks.delete(id);
-    this.putNetworks.delete(id);
-    this.deleteNetworks.add(id);
-  }
-
-  /** Lines that give a user's bridge back: our addresses off it, down again if it was. */
-  releaseUserBridge(bridge: string, addrs: readonly string[], restoreDown: boolean): void {
-    const l = this.link(bridge);
-    if (l === undefined || [...this.networks.values()].some((n) => n.spec.bridge === bridge)) return;
-    for (const a of addrs) if (l.addrs.includes(normAddr(a))) this.late.push({ op: 'addr-del', addr: a, dev: bridge });
-    if (restoreDown && l.up) this.late.push({ op: 'link-down', dev: bridge });
-  }
-
-  finish(): ReconcilePlan {
-    // Never delete what a booked endpoint owns (an intent may name a veth that got booked later).
-    for (const e of this.endpoints.values()) this.vethDeletes.delete(e.host);
-    // Script order: new bridges, then veth removals (one link group, one RCU wait), then
-    // addresses/enslaving/up, then bridge removals.
-    const script: IpLine[] = [...this.early];
-    if (this.vethDeletes.size > 0) {
-      for (const v of this.vethDeletes) script.push({ op: 'set-group', dev: v, group: RECONCILE_LINK_GROUP });
-      script.push({ op: 'del-group', group: RECONCILE_LINK_GROUP });
-    }
-    script.push(...this.late);
-    for (const b of this.bridgeDeletes) script.push({ op: 'link-del', dev: b });
-    return {
-      findings: this.findings,
-      ipLines: script.map(renderIpLine),
-      sysctls: this.sysctls,
-      deleteEndpoints: [...this.deleteEndpoints],
-      deleteNetworks: [...this.deleteNetworks],
-      putNetworks: [...this.putNetworks.values()],
-      putEndpoints: [...this.putEndpoints.values()],
-      clearIntents: this.clearIntents,
-    };
-  }
-}
-
-/** 1. Unfinished intents, oldest first: undo creations, finish deletions. */
-function resolveIntents(st: PlanState): void {
-  for (const intent of [...st.input.intents].sort((a, b) => a.createdAt - b.createdAt || a.batchId - b.batchId)) {
-    for (const it of intent.items) resolveIntentItem(st, it, intent.batchId);
-    st.clearIntents.push(intent.batchId);
-  }
-}
-
-function resolveIntentItem(st: PlanState, it: Intent['items'][number], batch: number): void {
-  switch (it.kind) {
-    case 'endpoint-create': {
-      const booked = st.endpoints.get(it.endpointId);
-      if (booked !== undefined && booked.host === it.host) {
-        // Finished after all (only the intent's removal failed): make sure the row is on disk.
-        st.putEndpoints.set(booked.id, booked);
-        return;
-      }
-      // Only a veth with our mark: the name may have been someone else's all along ("File exists").
-      if (st.ours(it.host)) st.vethDeletes.add(it.host);
-      st.note('intent-undone', it.endpointId, `endpoint creation was interrupted (batch ${batch}): never booked; its veth ${it.host} ${st.act('is removed if present', 'would be removed if present')}`);
-      return;
-    }
-    case 'endpoint-delete': {
-      const booked = st.endpoints.get(it.endpointId);
-      if (booked !== undefined) {
-        st.unbookEndpoint(it.endpointId);
-        st.note('intent-finished', it.endpointId, `endpoint deletion was interrupted (batch ${batch}): ${st.act('finished', 'would be finished')} (veth ${booked.host} removed, endpoint unbooked)`);
-      }
-      if ((booked?.host === it.host && st.link(it.host) !== undefined) || st.ours(it.host)) st.vethDeletes.add(it.host);
-      return;
-    }
-    case 'ports-program':
-      st.note('intent-undone', it.endpointId, `port programming was interrupted (batch ${batch}): the endpoint's rules ${st.act('are', 'would be')} rolled back to the books`);
-      return;
-    case 'ports-revoke': {
-      const booked = st.endpoints.get(it.endpointId);
-      if (booked !== undefined && booked.mappings.length > 0) {
-        const next: EndpointRecord = { ...booked, mappings: [] };
-        st.endpoints.set(booked.id, next);
-        st.putEndpoints.set(booked.id, next);
-        st.note('intent-finished', it.endpointId, `port revocation was interrupted (batch ${batch}): ${st.act('finished', 'would be finished')} (${booked.mappings.length} binding(s) released)`);
-      }
-      return;
-    }
-    case 'network-create': {
-      const bookedNet = st.networks.get(it.networkId);
-      if (bookedNet !== undefined) {
-        st.putNetworks.set(bookedNet.spec.id, bookedNet);
-        return;
-      }
-      const usedByOther = [...st.networks.values()].some((n) => n.spec.bridge === it.bridge);
-      // An intent that does not say the bridge was ours (older books) counts as the user's.
-      if (it.createdBridge === true) {
-        if (!usedByOther && st.ours(it.bridge)) st.candidateOrphanBridges.add(it.bridge);
-      } else {
-        st.releaseUserBridge(it.bridge, it.addrs ?? [], it.restoreDown === true);
-      }
-      st.note('intent-undone', it.networkId, `network creation was interrupted (batch ${batch}): never booked; ${it.createdBridge === true ? `bridge ${it.bridge} ${st.act('removed if present', 'would be removed if present')}` : `addresses we added to ${it.bridge} ${st.act('removed', 'would be removed')}`}`);
-      return;
-    }
-    case 'network-delete': {
-      const booked = st.networks.get(it.networkId);
-      if (booked === undefined) {
-        if (it.createdBridge === true && st.ours(it.bridge)) st.candidateOrphanBridges.add(it.bridge);
-        return;
-      }
-      const eps = [...st.endpoints.values()].filter((e) => e.networkId === it.networkId);
-      for (const e of eps) if (st.link(e.host) !== undefined) st.vethDeletes.add(e.host);
-      st.unbookNetwork(it.networkId);
-      if (booked.createdBridge) {
-        if (st.link(booked.spec.bridge) !== undefined) st.bridgeDeletes.add(booked.spec.bridge);
-      } else {
-        st.releaseUserBridge(booked.spec.bridge, booked.addedAddrs, booked.restoreDown === true);
-      }
-      st.note('intent-finished', it.networkId, `network deletion was interrupted (batch ${batch}): ${st.act('finished', 'would be finished')} (${eps.length} endpoint(s), bridge ${booked.spec.bridge})`);
-      return;
-    }
-  }
 }
 
 /** 2. Booked networks: bridge present, a bridge, up, addressed, marked if we made it. */
@@ -336,6 +105,7 @@ function checkEndpoints(st: PlanState): void {
       st.note('endpoint-vanished', e.id, `veth ${e.host} of endpoint ${e.id} is gone (its container's namespace died): endpoint ${st.act('unbooked', 'would be unbooked')}${e.mappings.length > 0 ? `, ${e.mappings.length} binding(s) released` : ''}`);
       continue;
     }
+    if (abandoned(st, e)) continue;
     if (link.group !== st.input.ownerGroup) st.late.push({ op: 'set-group', dev: e.host, group: st.input.ownerGroup });
     if (link.master !== net.spec.bridge) {
       st.late.push({ op: 'set-master', dev: e.host, master: net.spec.bridge });
@@ -343,6 +113,21 @@ function checkEndpoints(st: PlanState): void {
       st.note('veth-detached', e.host, `veth of endpoint ${e.id} is ${link.master === null ? 'on no bridge' : `on ${link.master}`}: ${st.act('put back', 'would be put back')} on ${net.spec.bridge}`);
     }
   }
+}
+
+/** Whether a parked endpoint has waited past ABANDONED_AFTER_MS (then it is removed). */
+function abandoned(st: PlanState, e: EndpointRecord): boolean {
+  const { joined, parkedSince, now } = st.input;
+  if (st.link(e.peer) === undefined || joined?.has(e.id) === true || parkedSince === undefined || now === undefined) return false;
+  const since = parkedSince.get(e.id);
+  if (since === undefined || now - since < ABANDONED_AFTER_MS) {
+    st.parked.push(e.id);
+    return false;
+  }
+  st.unbookEndpoint(e.id);
+  st.vethDeletes.add(e.host);
+  st.note('endpoint-abandoned', e.id, `endpoint ${e.id}'s container end has been in our namespace, unjoined, for ${Math.round((now - since) / 60_000)} min (its DeleteEndpoint was lost): ${st.act('removed with its veth and ports', 'would be removed with its veth and ports')}`);
+  return true;
 }
 
 /** 4. Interfaces with our mark that the books do not explain. Names never count. */

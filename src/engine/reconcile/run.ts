@@ -24,6 +24,8 @@ export interface ReconcileTarget {
   readonly log: Logger | null;
   /** our ownership mark (StateStore.ownerGroup) */
   readonly ownerGroup: number;
+  /** a running engine's memory of joined and parked endpoints (plan.ts, ABANDONED_AFTER_MS) */
+  readonly parked?: { readonly joined: ReadonlySet<string>; readonly since: Map<string, number> };
 }
 
 export interface ReconcileOptions {
@@ -115,6 +117,7 @@ export async function reconcile(t: ReconcileTarget, opts: ReconcileOptions = {})
     kernel,
     ownerGroup: t.ownerGroup,
     dryRun: opts.dryRun === true,
+    ...(t.parked === undefined ? {} : { joined: t.parked.joined, parkedSince: t.parked.since, now: Date.now() }),
   });
   const findings = [...plan.findings];
   const counts = { networks: t.books.networks.size, endpoints: t.books.endpoints.size, intents: intents.length };
@@ -127,6 +130,7 @@ export async function reconcile(t: ReconcileTarget, opts: ReconcileOptions = {})
     }
     return { findings, applied: false, ...counts, ms: performance.now() - t0 };
   }
+  if (t.parked !== undefined) rememberParked(t.parked.since, plan.parked);
   // Kernel first, books after: a crash here leaves the intents in place for the next run.
   findings.push(...(await applyKernelFixes(t, plan)));
   const booksChanged = applyBookChanges(t, plan);
@@ -134,6 +138,14 @@ export async function reconcile(t: ReconcileTarget, opts: ReconcileOptions = {})
   const report: ReconcileReport = { findings, applied: true, ...counts, ms: performance.now() - t0 };
   if (t.log !== null && findings.length > 0) t.log.warn({ findings }, `reconcile: ${findings.length} finding(s)`);
   return report;
+}
+
+/** Endpoints parked now keep their first sighting; the others are forgotten. */
+function rememberParked(since: Map<string, number>, parked: readonly string[]): void {
+  const now = Date.now();
+  const keep = new Set(parked);
+  for (const id of [...since.keys()]) if (!keep.has(id)) since.delete(id);
+  for (const id of parked) if (!since.has(id)) since.set(id, now);
 }
 
 /** One line per finding, for the CLI. */
