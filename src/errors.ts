@@ -34,6 +34,7 @@ export class NetworkConflictError extends defineError('BB_ERR_NETWORK_CONFLICT',
 export class NetworkNotFoundError extends defineError('BB_ERR_NETWORK_NOT_FOUND', 'not-found') {}
 export class EndpointExistsError extends defineError('BB_ERR_ENDPOINT_EXISTS', 'conflict') {}
 export class AddressInUseError extends defineError('BB_ERR_ADDRESS_IN_USE', 'conflict') {}
+export class AddressesExhaustedError extends defineError('BB_ERR_ADDRESSES_EXHAUSTED', 'conflict') {}
 export class EndpointNotFoundError extends defineError('BB_ERR_ENDPOINT_NOT_FOUND', 'not-found') {}
 export class BridgeFullError extends defineError('BB_ERR_BRIDGE_FULL', 'conflict') {}
 export class PortAllocatedError extends defineError('BB_ERR_PORT_ALLOCATED', 'conflict') {}
@@ -75,6 +76,7 @@ export const ALL_ERRORS = {
   NetworkNotFoundError,
   EndpointExistsError,
   AddressInUseError,
+  AddressesExhaustedError,
   EndpointNotFoundError,
   BridgeFullError,
   PortAllocatedError,

@@ -5,6 +5,8 @@ import type { Logger } from 'pino';
 import { buildApp } from './api/app.js';
 import type { HttpTimeouts } from './api/http-timeouts.js';
 import { DockerProtocol } from './api/protocol.js';
+import { createCniHandler } from './cni/adapter.js';
+import { checkCniSocketFree, startCniServer, type CniServer } from './cni/cni-server.js';
 import { DEFAULT_ENGINE_OPTIONS, type EngineOptions } from './engine/core.js';
 import { Engine } from './engine/engine.js';
 import { createFirewall } from './firewall/index.js';
@@ -35,10 +37,13 @@ export interface ServeConfig {
   readonly tools: ToolPaths;
   readonly switches: Switches;
   readonly directSpawn: boolean;
+  /** the CNI socket served beside the Docker one, on the same engine; null: no CNI front end */
+  readonly cniSocket?: string | null;
 }
 
 export interface RunningServer {
   readonly socketPath: string;
+  readonly cni: CniServer | null;
   readonly app: FastifyInstance;
   readonly engine: Engine;
   stop(): Promise<void>;
@@ -89,6 +94,14 @@ export async function startServer(cfg: ServeConfig, log: Logger): Promise<Runnin
   // First of all, before the books or the kernel: one instance per state dir, per network
   // namespace and per socket (src/instance/claim.ts); a refusal here has changed nothing.
   const claim = await claimPlugin(cfg);
+  if (cfg.cniSocket !== undefined && cfg.cniSocket !== null) {
+    try {
+      await checkCniSocketFree(cfg.cniSocket);
+    } catch (err) {
+      await claim.release();
+      throw err;
+    }
+  }
   log.info({ pid: claim.info.pid, stateDir: claim.info.stateDir, netns: claim.info.netns }, 'state dir locked, network namespace claimed');
   try {
     return await startClaimed(cfg, log, claim);
@@ -132,14 +145,19 @@ async function startClaimed(cfg: ServeConfig, log: Logger, claim: PluginClaim): 
   const { socketPath } = claim;
   await claim.bindSocket((path) => app.listen({ path }), () => app.close());
   log.info({ socketPath }, 'listening');
+  const cni = cfg.cniSocket === undefined || cfg.cniSocket === null ? null : await startCni(cfg.cniSocket, engine, log).catch(async (err: unknown) => {
+    await app.close();
+    throw err;
+  });
 
   let stopping: Promise<void> | null = null;
   const stop = (): Promise<void> => {
     stopping ??= (async () => {
       watchdog.stop();
       stopReconciling();
-      // Stop accepting, let in-flight requests finish (they wait for their batches).
-      const closed = app.close();
+      // Stop accepting, let in-flight requests finish (they wait for their batches). A DEL that
+      // finds the CNI socket gone is spooled by the forwarder and done at the next start.
+      const closed = Promise.all([app.close(), cni?.close()]);
       await engine.drain();
       await closed;
       await engine.close();
@@ -151,5 +169,15 @@ async function startClaimed(cfg: ServeConfig, log: Logger, claim: PluginClaim): 
     })();
     return stopping;
   };
-  return { socketPath, app, engine, stop };
+  return { socketPath, cni, app, engine, stop };
+}
+
+/** The CNI front end on the same engine: requests are served once the DEL spool is replayed. */
+async function startCni(socketPath: string, engine: Engine, log: Logger): Promise<CniServer> {
+  const cniLog = log.child({ front: 'cni' });
+  const handler = createCniHandler({ engine, tools: engine.core.deps.tools, log: cniLog, socketPath });
+  const server = await startCniServer({ socketPath, handler, log: cniLog });
+  const replay = await server.ready.catch(() => null);
+  if (replay !== null) cniLog.info(replay, 'CNI DEL spool replayed');
+  return server;
 }

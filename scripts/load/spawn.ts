@@ -108,6 +108,7 @@ export async function spawnPlugin(opts: SpawnOptions = {}): Promise<PluginHandle
     '--state-dir', join(dir, 'state'),
     '--socket-dir', socketDir,
     '--log-level', opts.logLevel ?? 'warn',
+    '--cni-socket', join(dir, 'cni.sock'),
   ];
   if (opts.batchMax !== undefined) args.push('--batch-max', String(opts.batchMax));
   if (opts.batchWindowMs !== undefined) args.push('--batch-window-ms', String(opts.batchWindowMs));

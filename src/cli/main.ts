@@ -13,6 +13,7 @@ import { DEFAULT_ENGINE_OPTIONS } from '../engine/core.js';
 import { installService } from './install-service.js';
 import { watchNpmParent } from './parent-watch.js';
 import { cniInstall } from '../cni/cli-install.js';
+import { DEFAULT_CNI_SOCKET } from '../cni/cni-server.js';
 import { DEFAULT_HTTP_TIMEOUTS, type HttpTimeouts } from '../api/http-timeouts.js';
 
 const HELP = `batchbridge — a Docker network driver plugin that does what the built-in bridge
@@ -65,6 +66,10 @@ serve options:
                          --headers-timeout-ms if that is longer; must not be shorter than it)
   --idle-timeout-ms MS   a kept-alive connection with no request in flight is closed after this
                          (default: 60000)
+  --cni-socket PATH      serve CNI requests (from the batchbridge-cni executable) on this socket,
+                         beside the Docker one and on the same books (default:
+                         /run/batchbridge/cni.sock, mode 0600; see docs/cni.md)
+  --no-cni               no CNI socket: Docker's remote-driver protocol only
   At start serve refuses, changing nothing, when another batchbridge holds the state dir or
   serves this network namespace, when the socket path answers or is not a socket, or when the
   state dir is unsafe (a symlink, not owned by root, writable by group or others, or a book file
@@ -132,6 +137,16 @@ function timeoutFlags(values: Record<string, string | boolean | undefined>): Htt
   return t;
 }
 
+function cniSocketFlag(path: string | undefined, off: boolean): string | null {
+  if (off) {
+    if (path !== undefined) throw new UsageError('--cni-socket and --no-cni exclude each other');
+    return null;
+  }
+  const p = path ?? DEFAULT_CNI_SOCKET;
+  if (!p.startsWith('/') || Buffer.byteLength(p) > 107) throw new UsageError(`--cni-socket must be an absolute path of at most 107 bytes, got ${JSON.stringify(p)}`);
+  return p;
+}
+
 async function serve(args: string[]): Promise<number> {
   const { values } = parseArgs({
     args,
@@ -154,6 +169,8 @@ async function serve(args: string[]): Promise<number> {
       'headers-timeout-ms': { type: 'string' },
       'request-timeout-ms': { type: 'string' },
       'idle-timeout-ms': { type: 'string' },
+      'cni-socket': { type: 'string' },
+      'no-cni': { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -181,6 +198,7 @@ async function serve(args: string[]): Promise<number> {
     reconcileMs: intFlag(values['reconcile-interval-ms'], 'reconcile-interval-ms', 60_000, 0, 86_400_000),
     staleEndpointGraceMs: intFlag(values['stale-endpoint-grace-ms'], 'stale-endpoint-grace-ms', DEFAULT_ENGINE_OPTIONS.staleEndpointGraceMs, 0, 3_600_000),
     timeouts: timeoutFlags(values),
+    cniSocket: cniSocketFlag(values['cni-socket'], values['no-cni'] === true),
     ...readEnvironment(),
   };
   const server = await startServer(cfg, log);

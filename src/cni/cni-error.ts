@@ -26,6 +26,7 @@ export const CNI_CODE = {
   checkFailed: 106,
   ipamFailed: 107,
   addressInUse: 108,
+  addressesExhausted: 109,
 } as const;
 
 /** Every error code of src/errors.ts → its CNI code (test/unit/cni-error.test.ts keeps it whole). */
@@ -39,6 +40,7 @@ export const CNI_CODE_OF: Readonly<Record<string, number>> = {
   BB_ERR_NETWORK_NOT_FOUND: CNI_CODE.unknownContainer,
   BB_ERR_ENDPOINT_EXISTS: CNI_CODE.attachmentExists,
   BB_ERR_ADDRESS_IN_USE: CNI_CODE.addressInUse,
+  BB_ERR_ADDRESSES_EXHAUSTED: CNI_CODE.addressesExhausted,
   BB_ERR_ENDPOINT_NOT_FOUND: CNI_CODE.unknownContainer,
   BB_ERR_BRIDGE_FULL: CNI_CODE.bridgeFull,
   BB_ERR_PORT_ALLOCATED: CNI_CODE.portAllocated,

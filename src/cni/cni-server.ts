@@ -12,7 +12,7 @@ import { mkdirSync, rmSync, statSync, chmodSync } from 'node:fs';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { dirname } from 'node:path';
 import type { Logger } from 'pino';
-import { CniDecodeError } from '../errors.js';
+import { CniDecodeError, InstanceConflictError } from '../errors.js';
 import { renderCniError } from './cni-error.js';
 import { decodeRequest, encodeReply, FRAME_TYPE, FrameReader, type RequestFrame } from './frame.js';
 import type { CniAnswer, CniHandler } from './handler.js';
@@ -60,9 +60,25 @@ async function removeStaleSocket(path: string): Promise<void> {
   } catch {
     return;
   }
-  if (!st.isSocket()) throw new Error(`${path} exists and is not a socket; not replacing it`);
-  if (await someoneListens(path)) throw new Error(`another process serves ${path} (a second batchbridge daemon?)`);
+  if (!st.isSocket()) throw new InstanceConflictError(`CNI socket ${path} exists and is not a socket; not replacing it`);
+  if (await someoneListens(path)) {
+    throw new InstanceConflictError(`another process serves the CNI socket ${path} (a second batchbridge daemon?): give this one its own --cni-socket PATH, or --no-cni`);
+  }
   rmSync(path, { force: true });
+}
+
+/** Refuses, changing nothing, when the CNI socket path is taken (checked before the engine starts). */
+export async function checkCniSocketFree(path: string): Promise<void> {
+  let st;
+  try {
+    st = statSync(path);
+  } catch {
+    return;
+  }
+  if (!st.isSocket()) throw new InstanceConflictError(`CNI socket ${path} exists and is not a socket; not replacing it`);
+  if (await someoneListens(path)) {
+    throw new InstanceConflictError(`another process serves the CNI socket ${path} (a second batchbridge daemon?): give this one its own --cni-socket PATH, or --no-cni`);
+  }
 }
 
 function listen(server: Server, path: string): Promise<void> {

@@ -1,5 +1,6 @@
 // What an endpoint gets on a network: the built-in driver's checks and its MAC and IPv6 derivation
 // (libnetwork drivers/bridge CreateEndpoint).
+import { randomBytes } from 'node:crypto';
 import { InvalidAddressError, NotSupportedError } from '../errors.js';
 import { bytesToIp, cidrContains, ipBytes, lastAddress, parseCidr, type Cidr } from './addr.js';
 import type { NetworkSpec } from './network-spec.js';
@@ -13,6 +14,13 @@ export function parseMac(text: string): string {
   if (first & 1) throw new InvalidAddressError(`invalid MAC address ${lower}: multicast addresses cannot be assigned`);
   if (lower === '00:00:00:00:00:00') throw new InvalidAddressError('invalid MAC address 00:00:00:00:00:00');
   return lower;
+}
+
+/** A random unicast, locally administered MAC (the kernel's choice for a veth, made by us). */
+export function randomLocalMac(): string {
+  const b = [...randomBytes(6)];
+  b[0] = ((b[0] ?? 0) & 0xfc) | 0x02;
+  return b.map((x) => x.toString(16).padStart(2, '0')).join(':');
 }
 
 /** 02:42 followed by the four bytes of the IPv4 address, as Docker 20.10 does. */

@@ -3,6 +3,14 @@
 // as BookChanges for the store.
 import type { EndpointRecord, NetworkRecord } from '../state/records.js';
 
+/**
+ * The interface names an endpoint holds in our namespace. A CNI attachment's container end lives
+ * in the container's namespace under the runtime's name (eth0 for every pod): not ours to hold.
+ */
+function ownNames(e: EndpointRecord): string[] {
+  return e.sandbox === undefined ? [e.host, e.peer] : [e.host];
+}
+
 function addressKeys(e: EndpointRecord): string[] {
   return e.ipv6 === null ? [`${e.networkId} ${e.ipv4}`] : [`${e.networkId} ${e.ipv4}`, `${e.networkId} ${e.ipv6}`];
 }
@@ -38,15 +46,11 @@ export class Books {
 
   putEndpoint(e: EndpointRecord): void {
     const old = this.endpoints.get(e.id);
-    if (old !== undefined && (old.host !== e.host || old.peer !== e.peer)) {
-      this.ifNames.delete(old.host);
-      this.ifNames.delete(old.peer);
-    }
+    if (old !== undefined && (old.host !== e.host || old.peer !== e.peer)) for (const n of ownNames(old)) this.ifNames.delete(n);
     if (old !== undefined) this.unindexAddresses(old);
     for (const k of addressKeys(e)) this.byAddress.set(k, e.id);
     this.endpoints.set(e.id, e);
-    this.ifNames.add(e.host);
-    this.ifNames.add(e.peer);
+    for (const n of ownNames(e)) this.ifNames.add(n);
     let set = this.byNetwork.get(e.networkId);
     if (set === undefined) this.byNetwork.set(e.networkId, (set = new Set()));
     set.add(e.id);
@@ -56,8 +60,7 @@ export class Books {
     const e = this.endpoints.get(id);
     if (e === undefined) return;
     this.endpoints.delete(id);
-    this.ifNames.delete(e.host);
-    this.ifNames.delete(e.peer);
+    for (const n of ownNames(e)) this.ifNames.delete(n);
     this.unindexAddresses(e);
     this.byNetwork.get(e.networkId)?.delete(id);
   }

@@ -5,12 +5,15 @@ import type { Work } from '../batching/batcher.js';
 import type { ConntrackFlush } from '../batching/work.js';
 import { parseCidr } from '../domain/addr.js';
 import { cidrText, type EndpointAddresses } from '../domain/endpoint-spec.js';
-import { randomVethName, type EndpointId, type NetworkId } from '../domain/names.js';
+import type { EndpointId, NetworkId } from '../domain/names.js';
 import type { NetworkSpec } from '../domain/network-spec.js';
 import type { ExposedPort, RequestedBinding } from '../domain/publishing.js';
 import { AddressInUseError, BridgeFullError, EndpointExistsError, EndpointNotFoundError, KernelError, NetworkNotFoundError } from '../errors.js';
 import type { EndpointRecord, NetworkRecord } from '../state/records.js';
 import type { EngineCore } from './core.js';
+import { makeSandboxVeth, makeVeth, type SandboxRequest } from './veths.js';
+
+export type { SandboxRequest } from './veths.js';
 
 /** A Linux bridge takes at most 1024 ports (BR_MAX_PORTS). */
 const BRIDGE_MAX_PORTS = 1024;
@@ -22,6 +25,7 @@ export interface EndpointRequest {
   readonly addresses: (spec: NetworkSpec) => EndpointAddresses;
   readonly requested: readonly RequestedBinding[];
   readonly exposed: readonly ExposedPort[];
+  readonly sandbox?: SandboxRequest;
 }
 
 /** Whether the kernel still shows a booked endpoint's veth, and where its container end is. */
@@ -30,6 +34,8 @@ type HolderState = 'gone' | 'stale' | 'alive' | 'young';
 export class Endpoints {
   /** endpoints being created right now */
   private readonly pending = new Set<string>();
+  /** "<network> <address>" → the endpoint being created that claimed it */
+  private readonly claims = new Map<string, string>();
   /** write-behind veth deletions not yet done (deleteBehind), and how many per network */
   private readonly deferred = new Set<Promise<void>>();
   private readonly deferredCount = new Map<string, number>();
@@ -50,6 +56,11 @@ export class Endpoints {
     return net;
   }
 
+  /** Whether an endpoint holds `cidr` ("ip/prefix") on the network, or one being created claimed it. */
+  addressTaken(networkId: string, cidr: string): boolean {
+    return this.claims.has(`${networkId} ${cidr}`) || this.core.books.addressHolder(networkId, cidr) !== undefined;
+  }
+
   /** Creates the endpoint and returns its addresses (the same ones again for a retried request). */
   create(req: EndpointRequest): Promise<EndpointAddresses> {
     const core = this.core;
@@ -66,60 +77,40 @@ export class Endpoints {
         throw new EndpointExistsError(`Endpoint (${req.endpointId}) already exists (Only one endpoint allowed): this request differs in ${diff}`);
       }
       if (this.pending.has(req.endpointId)) throw new EndpointExistsError(`Endpoint (${req.endpointId}) already exists (Only one endpoint allowed)`);
-      // Awaited only when another endpoint holds an address: the common path stays synchronous.
-      for (const a of facts.ipv6 === null ? [facts.ipv4] : [facts.ipv4, facts.ipv6]) {
-        const holder = core.books.addressHolder(net.spec.id, a);
-        if (holder !== undefined && holder.id !== req.endpointId) await this.claimAddress(net.spec, a, holder, req.endpointId);
-      }
-      if (core.books.endpointCount(net.spec.id) + (this.deferredCount.get(net.spec.id) ?? 0) >= BRIDGE_MAX_PORTS) {
-        throw new BridgeFullError(`bridge ${net.spec.bridge} already has ${BRIDGE_MAX_PORTS} ports, the kernel's limit`);
-      }
+      const cidrs = facts.ipv6 === null ? [facts.ipv4] : [facts.ipv4, facts.ipv6];
+      const release = this.claim(net.spec, cidrs, req.endpointId);
       this.pending.add(req.endpointId);
       try {
-        await this.makeVeth(net.spec, { ...facts, macChosen: addrs.macChosen, ipv6Chosen: addrs.ipv6Chosen, id: req.endpointId, joined: false, mappings: [], createdAt: Date.now() });
+        // Awaited only when another endpoint holds an address: the common path stays synchronous.
+        for (const a of cidrs) {
+          const holder = core.books.addressHolder(net.spec.id, a);
+          if (holder !== undefined && holder.id !== req.endpointId) await this.claimAddress(net.spec, a, holder, req.endpointId);
+        }
+        if (core.books.endpointCount(net.spec.id) + (this.deferredCount.get(net.spec.id) ?? 0) >= BRIDGE_MAX_PORTS) {
+          throw new BridgeFullError(`bridge ${net.spec.bridge} already has ${BRIDGE_MAX_PORTS} ports, the kernel's limit`);
+        }
+        const base = { ...facts, macChosen: addrs.macChosen, ipv6Chosen: addrs.ipv6Chosen, id: req.endpointId, joined: false, mappings: [], createdAt: Date.now() };
+        await (req.sandbox === undefined ? makeVeth(core, net.spec, base) : makeSandboxVeth(core, net.spec, base, req.sandbox));
         return addrs;
       } finally {
         this.pending.delete(req.endpointId);
+        release();
       }
     });
   }
 
-  /** The veth pair, on the bridge; booked with fresh names taken for it. */
-  private async makeVeth(spec: NetworkSpec, base: Omit<EndpointRecord, 'host' | 'peer'>): Promise<void> {
-    const core = this.core;
-    let lastError = '';
-    // A name can be taken by something outside our books (another program's veth): the kernel
-    // says "File exists", and we try fresh names, as Docker does (3 attempts).
-    for (let attempt = 0; attempt < 3; attempt++) {
-      const host = this.freshName();
-      const peer = this.freshName();
-      const record: EndpointRecord = { ...base, host, peer };
-      const r = await core.submit(
-        { ip: [{ kind: 'veth-create', host, peer, bridge: spec.bridge, mtu: spec.mtu, group: core.ownerGroup }] },
-        { kind: 'endpoint-create', endpointId: base.id, networkId: base.networkId, host, peer },
-        (res) => {
-          core.books.releaseName(host);
-          core.books.releaseName(peer);
-          if (!res.ok) return null;
-          core.books.putEndpoint(record);
-          return { putEndpoints: [record] };
-        },
-      );
-      if (r.ok) return;
-      lastError = r.message ?? 'unknown error';
-      if (!/File exists/i.test(lastError)) break;
-    }
-    throw new KernelError(`failed to add the host <=> sandbox pair interfaces: ${lastError}`);
-  }
-
-  private freshName(): string {
-    for (;;) {
-      const n = randomVethName();
-      if (!this.core.books.isNameTaken(n)) {
-        this.core.books.reserveName(n);
-        return n;
+  /** Claims addresses for an endpoint being created; returns the release. */
+  private claim(spec: NetworkSpec, cidrs: readonly string[], endpointId: string): () => void {
+    for (const a of cidrs) {
+      const other = this.claims.get(`${spec.id} ${a}`);
+      if (other !== undefined && other !== endpointId) {
+        throw new AddressInUseError(`Address ${a.slice(0, a.indexOf('/'))} is in use by endpoint ${other} on network ${spec.id}: it is being created; retry shortly`);
       }
     }
+    for (const a of cidrs) this.claims.set(`${spec.id} ${a}`, endpointId);
+    return () => {
+      for (const a of cidrs) if (this.claims.get(`${spec.id} ${a}`) === endpointId) this.claims.delete(`${spec.id} ${a}`);
+    };
   }
 
   /**
@@ -147,6 +138,8 @@ export class Endpoints {
   private holderState(ep: EndpointRecord): HolderState {
     const { exec } = this.core.deps;
     if (!exec.linkPresent(ep.host)) return 'gone';
+    // A CNI attachment's container end is in its container's namespace from the start.
+    if (ep.sandbox !== undefined) return 'alive';
     // Its container end is in a container's namespace, or the runtime has joined it: alive.
     if (this.core.joined.has(ep.id) || !exec.linkPresent(ep.peer)) return 'alive';
     return Date.now() - ep.createdAt > this.core.opts.staleEndpointGraceMs ? 'stale' : 'young';
@@ -238,7 +231,7 @@ export class Endpoints {
     core.books.deleteEndpoint(ep.id);
     core.ports.release(ep.id);
     core.books.reserveName(ep.host);
-    core.books.reserveName(ep.peer);
+    if (ep.sandbox === undefined) core.books.reserveName(ep.peer);
     this.deferredCount.set(ep.networkId, (this.deferredCount.get(ep.networkId) ?? 0) + 1);
     const done: Promise<void> = core.pipelines
       .submitDeletion({
@@ -246,7 +239,7 @@ export class Endpoints {
         intent: null,
         settle: (res) => {
           core.books.releaseName(ep.host);
-          core.books.releaseName(ep.peer);
+          if (ep.sandbox === undefined) core.books.releaseName(ep.peer);
           return res.ok ? { clearIntents: [intentId] } : null;
         },
       })

@@ -2,6 +2,7 @@
 // books, with the original driver's locking semantics (a FIFO gate network operations take
 // exclusively, one lane per endpoint) and the kernel work of many requests batched (pipelines).
 // Front ends (src/api for Docker, src/cni for CNI) turn their wire formats into these calls.
+import { AddressAllocator } from './address-allocator.js';
 import { Endpoints } from './endpoints.js';
 import { EngineCore, type EngineDeps, type EngineOptions } from './core.js';
 import { firewallState } from './firewall-state.js';
@@ -16,10 +17,13 @@ export class Engine {
   readonly networks: Networks;
   readonly endpoints: Endpoints;
   readonly publishing: Publishing;
+  /** addresses for networks whose addresses we hand out (CNI's daemon IPAM) */
+  readonly addresses: AddressAllocator;
 
   constructor(deps: EngineDeps, opts: EngineOptions) {
     this.core = new EngineCore(deps, opts);
     this.endpoints = new Endpoints(this.core);
+    this.addresses = new AddressAllocator((net, cidr) => this.endpoints.addressTaken(net, cidr));
     this.networks = new Networks(this.core, this.endpoints);
     this.publishing = new Publishing(this.core, this.endpoints);
   }

@@ -11,6 +11,12 @@ import type { EngineCore } from './core.js';
 import { toFwNetwork } from './firewall-state.js';
 import type { Endpoints } from './endpoints.js';
 
+/** What the books also say about a network, beyond its spec. */
+export interface NetworkLabel {
+  /** made for the CNI config of this name */
+  readonly cniName?: string;
+}
+
 export class Networks {
   constructor(
     private readonly core: EngineCore,
@@ -22,7 +28,7 @@ export class Networks {
     return this.core.books.networks.get(id)?.spec;
   }
 
-  async create(spec: NetworkSpec): Promise<void> {
+  async create(spec: NetworkSpec, label: NetworkLabel = {}): Promise<void> {
     const core = this.core;
     core.checkOpen();
     await core.exclusively(async () => {
@@ -37,7 +43,7 @@ export class Networks {
       this.checkConflicts(spec);
       const existing = await this.probeLink(spec.bridge);
       if (existing !== null && existing.kind !== 'bridge') throw new NetworkConflictError(`existing interface ${spec.bridge} is not a bridge`);
-      await this.build(spec, existing);
+      await this.build(spec, existing, label);
     });
   }
 
@@ -54,7 +60,7 @@ export class Networks {
   }
 
   /** The bridge (ours, or the user's `existing` one), its addresses, sysctls and rules; booked. */
-  private async build(spec: NetworkSpec, existing: KernelLink | null): Promise<void> {
+  private async build(spec: NetworkSpec, existing: KernelLink | null, label: NetworkLabel): Promise<void> {
     const core = this.core;
     const createdBridge = existing === null;
     const wanted = bridgeAddrs(spec);
@@ -77,7 +83,7 @@ export class Networks {
       throw new KernelError(`failed to create bridge ${spec.bridge}: ${r1.message ?? 'unknown error'}`);
     }
     // Step 2: addresses, up, firewall. Booked in the same transaction that clears the intent.
-    const record: NetworkRecord = { spec, createdBridge, addedAddrs, ...(restoreDown ? { restoreDown } : {}), createdAt: Date.now() };
+    const record: NetworkRecord = { spec, createdBridge, addedAddrs, ...(restoreDown ? { restoreDown } : {}), ...label, createdAt: Date.now() };
     const r2 = await core.submit(
       { ip: [{ kind: 'bridge-addrs', bridge: spec.bridge, addrs: createdBridge ? wanted : addedAddrs, up: true }], fwAfter: core.firewall.networkUp(toFwNetwork(spec)) },
       null,

@@ -6,6 +6,7 @@ import type { IpOp } from './ops.js';
 import { attributeIpFailures, planIpBatch, type IpWork } from './plan.js';
 import { canLookUp, canProbeLinks, linkPresent } from './probe.js';
 import { parseIpLinks } from './read.js';
+import { configureSandboxes } from './sandbox.js';
 import { IpSession, ipSessionStats, type VethNames } from './session.js';
 
 /**
@@ -39,12 +40,18 @@ function idleSession(ip: string, names: VethNames): IpSession | null {
   return s.accepts(names) ? s : null;
 }
 
-/** Names a batch of veth work mentions and deletes; null if it touches anything else (a bridge). */
+/**
+ * Names a batch of veth work mentions and deletes; null if it must run in a process of its own
+ * (it touches a bridge, or a container's namespace).
+ */
 function vethNames(works: readonly IpWork[]): VethNames | null {
   const mentioned: string[] = [];
   const deleted: string[] = [];
   for (const w of works) {
     for (const op of w.ops) {
+      // ip keeps the namespace of every `netns PATH` it was given open until it exits: a
+      // long-lived session would hold pods' namespaces alive. Such scripts run on their own.
+      if (op.kind === 'veth-create' && op.sandbox !== undefined) return null;
       if (op.kind === 'veth-create') mentioned.push(op.host, op.peer);
       else if (op.kind === 'veth-delete') {
         mentioned.push(op.host);
@@ -87,6 +94,10 @@ function allGone(names: readonly string[], until: Promise<unknown>): Promise<boo
   });
 }
 
+function touchesBridge(works: readonly IpWork[]): boolean {
+  return works.some((w) => w.ops.some((op) => op.kind !== 'veth-create' && op.kind !== 'veth-delete'));
+}
+
 interface ScriptRun {
   readonly failures: ReturnType<typeof parseIpErrors>['failures'];
   readonly unattributed: string;
@@ -122,7 +133,7 @@ async function runScript(works: readonly IpWork[], text: string, lines: number, 
     return { failures: r.failures, unattributed: r.unattributed, stoppedEarly: r.died || r.unattributed !== '', spawnError: null };
   }
   // A bridge changes: the sessions' cached interface indexes may go stale (see session.ts).
-  if (names === null) for (const s of sessions.get(env.tools.ip) ?? []) s.end();
+  if (names === null && touchesBridge(works)) for (const s of sessions.get(env.tools.ip) ?? []) s.end();
   const r = await env.run(env.tools.ip, ['-force', '-batch', '-'], text);
   const parsed = parseIpErrors(r.stderr);
   return {
@@ -160,6 +171,7 @@ export async function applyIpWork(works: readonly IpWork[], linkGroup: number, e
     const members = works.filter((w) => plan.groupMembers.includes(w.opId) && !failed.has(w.opId));
     spawns += await deleteOneByOne(members, failed, env);
   }
+  spawns += await configureSandboxes(works, failed, env);
   return { failed, spawns };
 }
 
@@ -200,7 +212,8 @@ async function verifyAgainstKernel(works: readonly IpWork[], failed: Map<number,
 function opHolds(op: IpOp, links: Map<string, string | null>): boolean {
   switch (op.kind) {
     case 'veth-create':
-      return links.get(op.host) === op.bridge && links.has(op.peer);
+      // a container end made in a container's namespace is not listed here
+      return links.get(op.host) === op.bridge && (op.sandbox !== undefined || links.has(op.peer));
     case 'veth-delete':
       return !links.has(op.host);
     case 'bridge-create':

@@ -2,7 +2,7 @@
 // `ip -batch` is rendered here from a typed operation, and nowhere else. Each value is checked as
 // it is rendered — names against the interface-name rules, addresses re-rendered from their
 // parsed form, numbers as integers in range — so no request field can add a word or a line.
-import { parseCidr } from '../domain/addr.js';
+import { parseCidr, parseIp } from '../domain/addr.js';
 import { isValidIfName } from '../domain/names.js';
 
 export type IpLine =
@@ -17,8 +17,12 @@ export type IpLine =
       /** create the peer end directly in this network namespace (a path or a name) */
       readonly peerNetns?: string | undefined;
       readonly peerMac?: string | undefined;
+      readonly hostMac?: string | undefined;
     }
-  | { readonly op: 'addr-add' | 'addr-del'; readonly addr: string; readonly dev: string }
+  | { readonly op: 'addr-add'; readonly addr: string; readonly dev: string; readonly nodad?: boolean | undefined }
+  | { readonly op: 'addr-del'; readonly addr: string; readonly dev: string }
+  | { readonly op: 'route-add'; readonly dst: string; readonly via?: string | undefined; readonly dev: string }
+  | { readonly op: 'set-hairpin'; readonly dev: string }
   | { readonly op: 'link-up' | 'link-down' | 'link-del'; readonly dev: string }
   | { readonly op: 'set-group'; readonly dev: string; readonly group: number }
   | { readonly op: 'set-master'; readonly dev: string; readonly master: string }
@@ -78,10 +82,17 @@ export function renderIpLine(l: IpLine): string {
       return `link add name ${ifname(l.name)}${group(l.group)}${l.mac === undefined ? '' : ` address ${mac(l.mac)}`}${mtu(l.mtu)} type bridge`;
     case 'veth-add': {
       const peer = `peer name ${ifname(l.peer)}${l.peerMac === undefined ? '' : ` address ${mac(l.peerMac)}`}${mtu(l.mtu)} txqueuelen 0${l.peerNetns === undefined ? '' : ` netns ${netnsRef(l.peerNetns)}`}`;
-      return `link add name ${ifname(l.host)}${group(l.group)}${mtu(l.mtu)} txqueuelen 0 master ${ifname(l.bridge)} up type veth ${peer}`;
+      return `link add name ${ifname(l.host)}${group(l.group)}${l.hostMac === undefined ? '' : ` address ${mac(l.hostMac)}`}${mtu(l.mtu)} txqueuelen 0 master ${ifname(l.bridge)} up type veth ${peer}`;
     }
     case 'addr-add':
-      return `address add ${addr(l.addr)} dev ${ifname(l.dev)}`;
+      return `address add ${addr(l.addr)} dev ${ifname(l.dev)}${l.nodad === true ? ' nodad' : ''}`;
+    case 'route-add': {
+      const dst = parseCidr(l.dst, 'route destination');
+      const via = l.via === undefined ? '' : ` via ${parseIp(l.via, 'route gateway', dst.family).ip}`;
+      return `route add ${dst.network}${via} dev ${ifname(l.dev)}`;
+    }
+    case 'set-hairpin':
+      return `link set dev ${ifname(l.dev)} type bridge_slave hairpin on`;
     case 'addr-del':
       return `address del ${addr(l.addr)} dev ${ifname(l.dev)}`;
     case 'link-up':

@@ -1,14 +1,41 @@
 // What one operation asks of `ip`, as plain data: it crosses into a worker thread by structured
 // clone, so no classes and no functions here. The lines these become are rendered in lines.ts.
 
+/** A route inside a container's namespace. */
+export interface SandboxRoute {
+  /** "ip/prefix" */
+  readonly dst: string;
+  readonly via?: string;
+}
+
+/**
+ * The container end of a veth made directly in the container's network namespace (CNI): no
+ * move between namespaces, which costs an RCU barrier under the rtnl lock each time. What must
+ * happen inside the namespace afterwards (addresses, link up, routes) is listed here too.
+ */
+export interface SandboxSetup {
+  /** a path as the runtime gave it (CNI_NETNS), checked to exist before the batch */
+  readonly netns: string;
+  readonly mac: string;
+  /** "ip/prefix" texts */
+  readonly addrs: readonly string[];
+  readonly routes: readonly SandboxRoute[];
+}
+
 export interface VethCreate {
   readonly kind: 'veth-create';
   readonly host: string;
+  /** the container end's name (in `sandbox.netns` when there is one) */
   readonly peer: string;
   readonly bridge: string;
   readonly mtu: number; // 0: kernel default
   /** link group of the host end: batchbridge's ownership mark (StateStore.ownerGroup) */
   readonly group?: number;
+  /** the host end's MAC (else the kernel's random one) */
+  readonly hostMac?: string;
+  /** hairpin mode on the bridge port (CNI hairpinMode) */
+  readonly hairpin?: boolean;
+  readonly sandbox?: SandboxSetup;
 }
 
 export interface VethDelete {

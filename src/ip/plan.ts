@@ -51,7 +51,11 @@ function linesOf(op: IpOp, opId: number, linkGroup: number, now: Owned[], late: 
       if (op.down === true) late.push([{ op: 'link-down', dev: op.bridge }, own(['no-device'])]);
       return;
     case 'veth-create':
-      now.push([{ op: 'veth-add', host: op.host, peer: op.peer, bridge: op.bridge, mtu: op.mtu, group: op.group }, own()]);
+      now.push([
+        { op: 'veth-add', host: op.host, peer: op.peer, bridge: op.bridge, mtu: op.mtu, group: op.group, hostMac: op.hostMac, peerNetns: op.sandbox?.netns, peerMac: op.sandbox?.mac },
+        own(),
+      ]);
+      if (op.hairpin === true) now.push([{ op: 'set-hairpin', dev: op.host }, own()]);
       return;
     case 'veth-delete':
       now.push([{ op: 'set-group', dev: op.host, group: linkGroup }, own(['no-device'])]);

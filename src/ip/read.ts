@@ -1,4 +1,4 @@
-// The one reader of `ip -j [-d] {link|addr} show` output.
+// The one reader of `ip -j [-d] {link|addr|route} show` output.
 import { parseCidr } from '../domain/addr.js';
 
 export interface KernelLink {
@@ -10,10 +10,12 @@ export interface KernelLink {
   readonly addrs: readonly string[];
   /** link group (0: default) */
   readonly group?: number;
+  readonly mac?: string;
 }
 
 interface LinkJson {
   ifname?: unknown;
+  address?: unknown;
   master?: unknown;
   flags?: unknown;
   group?: unknown;
@@ -50,7 +52,40 @@ export function parseIpLinks(json: string): KernelLink[] {
       up: Array.isArray(l.flags) && l.flags.includes('UP'),
       addrs: (l.addr_info ?? []).flatMap((a) => (typeof a.local === 'string' && typeof a.prefixlen === 'number' ? [normAddr(`${a.local}/${a.prefixlen}`)] : [])),
       group: parseGroup(l.group),
+      ...(typeof l.address === 'string' ? { mac: l.address } : {}),
     });
+  }
+  return out;
+}
+
+export interface KernelRoute {
+  /** canonical masked CIDR ("0.0.0.0/0" for default) */
+  readonly dst: string;
+  readonly gateway: string | null;
+  readonly dev: string | null;
+}
+
+interface RouteJson {
+  dst?: unknown;
+  gateway?: unknown;
+  dev?: unknown;
+}
+
+/** `ip -j [-6] route show`: "default" and bare host addresses become CIDRs. */
+export function parseIpRoutes(json: string, family: 4 | 6): KernelRoute[] {
+  const text = json.trim();
+  const arr = JSON.parse(text === '' ? '[]' : text) as RouteJson[];
+  const out: KernelRoute[] = [];
+  for (const r of arr) {
+    if (typeof r.dst !== 'string') continue;
+    const raw = r.dst === 'default' ? (family === 4 ? '0.0.0.0/0' : '::/0') : r.dst.includes('/') ? r.dst : `${r.dst}/${family === 4 ? 32 : 128}`;
+    let dst: string;
+    try {
+      dst = parseCidr(raw, 'route destination').network;
+    } catch {
+      continue;
+    }
+    out.push({ dst, gateway: typeof r.gateway === 'string' ? r.gateway : null, dev: typeof r.dev === 'string' ? r.dev : null });
   }
   return out;
 }

@@ -13,7 +13,16 @@ export interface NetworkRecord {
   readonly addedAddrs: readonly string[];
   /** a user's bridge that was down before we used it: set down again with the network */
   readonly restoreDown?: boolean;
+  /** a network made for a CNI config: its name there (the id is derived from it) */
+  readonly cniName?: string;
   readonly createdAt: number;
+}
+
+/** Where a CNI attachment's container end lives (the endpoint's `peer` is its name there). */
+export interface EndpointSandbox {
+  readonly containerId: string;
+  /** CNI_NETNS as the runtime gave it at ADD */
+  readonly netns: string;
 }
 
 export interface EndpointRecord {
@@ -27,6 +36,10 @@ export interface EndpointRecord {
   /** the MAC / IPv6 address was chosen by us, not given by the request (a replayed answer says so) */
   readonly macChosen?: boolean;
   readonly ipv6Chosen?: boolean;
+  /** a CNI attachment: the container end was made in the container's namespace */
+  readonly sandbox?: EndpointSandbox;
+  /** the host end's MAC, when we chose it (CNI results report it) */
+  readonly hostMac?: string;
   readonly joined: boolean;
   readonly exposed: readonly ExposedPort[];
   readonly requested: readonly RequestedBinding[];

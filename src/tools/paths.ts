@@ -8,6 +8,8 @@ export interface ToolPaths {
   readonly iptablesSave: string;
   readonly ip6tablesSave: string;
   readonly conntrack: string;
+  /** enters a network namespace given by a path that is not under /run/netns (CNI) */
+  readonly nsenter: string;
 }
 
 export const DEFAULT_TOOLS: ToolPaths = {
@@ -17,6 +19,7 @@ export const DEFAULT_TOOLS: ToolPaths = {
   iptablesSave: 'iptables-save',
   ip6tablesSave: 'ip6tables-save',
   conntrack: 'conntrack',
+  nsenter: 'nsenter',
 };
 
 export type Family = 4 | 6;

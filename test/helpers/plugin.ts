@@ -86,6 +86,10 @@ export interface Plugin extends Resource {
 /** Which live Plugin handle currently owns a socket path (a restarted plugin takes it over). */
 const socketOwner = new Map<string, Plugin>();
 
+function cniFlagGiven(args: readonly string[] | undefined): boolean {
+  return (args ?? []).some((a) => a === '--cni-socket' || a === '--no-cni');
+}
+
 export async function startPlugin(opts: StartPluginOptions): Promise<Plugin> {
   const name = opts.name ?? randomPluginName();
   if (BUILTIN_DRIVERS.has(name)) throw new Error(`plugin name ${name} is a built-in driver name`);
@@ -101,6 +105,8 @@ export async function startPlugin(opts: StartPluginOptions): Promise<Plugin> {
     '--state-dir', stateDir,
     '--socket-dir', socketDir,
     '--log-level', 'debug',
+    // Its own CNI socket: the default path is one per host, and tests run side by side.
+    ...(cniFlagGiven(opts.extraArgs) ? [] : ['--cni-socket', join(ownDir, 'cni.sock')]),
     ...(opts.extraArgs ?? []),
   ]);
 

@@ -132,6 +132,11 @@ export interface PluginOptions {
   readonly env?: NodeJS.ProcessEnv;
 }
 
+/** Its own CNI socket beside the plugin socket, unless the test chose. */
+function cniArgs(o: PluginOptions): string[] {
+  return (o.extraArgs ?? []).some((a) => a === '--cni-socket' || a === '--no-cni') ? [] : ['--cni-socket', join(o.socketDir, `${o.name}-cni.sock`)];
+}
+
 /** Start `batchbridge serve` in this namespace and wait until it answers Plugin.Activate. */
 export async function startPlugin(o: PluginOptions, readyMs = 20_000): Promise<PluginProc> {
   const socketPath = join(o.socketDir, `${o.name}.sock`);
@@ -140,7 +145,7 @@ export async function startPlugin(o: PluginOptions, readyMs = 20_000): Promise<P
   try {
     child = spawn(
       process.execPath,
-      [BIN, 'serve', '--name', o.name, '--state-dir', o.stateDir, '--socket-dir', o.socketDir, '--log-level', 'warn', ...(o.extraArgs ?? [])],
+      [BIN, 'serve', '--name', o.name, '--state-dir', o.stateDir, '--socket-dir', o.socketDir, '--log-level', 'warn', ...cniArgs(o), ...(o.extraArgs ?? [])],
       { stdio: ['ignore', fd, fd], env: { ...process.env, ...(o.env ?? {}) } },
     );
   } finally {

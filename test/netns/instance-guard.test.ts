@@ -14,7 +14,7 @@ const NET = { NetworkID: 'instnet0000001', Options: {}, IPv4Data: [{ Pool: '198.
 
 /** `batchbridge serve` that is expected to refuse: in this namespace, or in a fresh one of its own. */
 function serve(o: { name: string; stateDir: string; socketDir: string; ownNetns?: boolean }): Promise<RunResult> {
-  const argv = [process.execPath, BIN, 'serve', '--name', o.name, '--state-dir', o.stateDir, '--socket-dir', o.socketDir, '--log-level', 'warn', '--reconcile-interval-ms', '0'];
+  const argv = [process.execPath, BIN, 'serve', '--name', o.name, '--state-dir', o.stateDir, '--socket-dir', o.socketDir, '--log-level', 'warn', '--reconcile-interval-ms', '0', '--no-cni'];
   // A plugin that wrongly starts would run until killed: 15 s is ample for a refusal.
   return run(o.ownNetns === true ? ['unshare', '--net', ...argv] : argv, { timeoutMs: 15_000 });
 }

@@ -24,7 +24,7 @@ test('SIGTERM to `npx batchbridge serve` ends the plugin and removes its socket'
   const fd = openSync(logPath, 'a');
   const npx = spawn(
     'npx',
-    ['--no-install', 'batchbridge', 'serve', '--name', name, '--socket-dir', join(dir.path, 'sock'), '--state-dir', join(dir.path, 'state'), '--log-level', 'info'],
+    ['--no-install', 'batchbridge', 'serve', '--name', name, '--socket-dir', join(dir.path, 'sock'), '--state-dir', join(dir.path, 'state'), '--cni-socket', join(dir.path, 'cni.sock'), '--log-level', 'info'],
     { cwd: REPO_ROOT, stdio: ['ignore', fd, fd], detached: true },
   );
   closeSync(fd);

@@ -118,7 +118,7 @@ function checkEndpoints(st: PlanState): void {
 /** Whether a parked endpoint has waited past ABANDONED_AFTER_MS (then it is removed). */
 function abandoned(st: PlanState, e: EndpointRecord): boolean {
   const { joined, parkedSince, now } = st.input;
-  if (st.link(e.peer) === undefined || joined?.has(e.id) === true || parkedSince === undefined || now === undefined) return false;
+  if (e.sandbox !== undefined || st.link(e.peer) === undefined || joined?.has(e.id) === true || parkedSince === undefined || now === undefined) return false;
   const since = parkedSince.get(e.id);
   if (since === undefined || now - since < ABANDONED_AFTER_MS) {
     st.parked.push(e.id);

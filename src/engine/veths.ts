@@ -1,0 +1,102 @@
+// Making an endpoint's veth pair, booked under fresh names: a Docker endpoint's (both ends here,
+// the runtime moves one into the container at Join) or a CNI attachment's (the container end
+// made in the container's namespace at once).
+import { randomLocalMac } from '../domain/endpoint-spec.js';
+import { randomVethName, type IfName } from '../domain/names.js';
+import type { NetworkSpec } from '../domain/network-spec.js';
+import { EndpointExistsError, KernelError } from '../errors.js';
+import type { SandboxRoute } from '../ip/ops.js';
+import type { EndpointRecord } from '../state/records.js';
+import type { EngineCore } from './core.js';
+
+/** A CNI attachment: the container end is made in the container's namespace and set up there. */
+export interface SandboxRequest {
+  readonly containerId: string;
+  /** CNI_NETNS, checked to exist */
+  readonly netns: string;
+  readonly ifName: IfName;
+  readonly routes: readonly SandboxRoute[];
+  readonly hairpin: boolean;
+}
+
+/** The veth pair, on the bridge; booked with fresh names taken for it. */
+export async function makeVeth(core: EngineCore, spec: NetworkSpec, base: Omit<EndpointRecord, 'host' | 'peer'>): Promise<void> {
+  let lastError = '';
+  // A name can be taken by something outside our books (another program's veth): the kernel
+  // says "File exists", and we try fresh names, as Docker does (3 attempts).
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const host = freshName(core);
+    const peer = freshName(core);
+    const record: EndpointRecord = { ...base, host, peer };
+    const r = await core.submit(
+      { ip: [{ kind: 'veth-create', host, peer, bridge: spec.bridge, mtu: spec.mtu, group: core.ownerGroup }] },
+      { kind: 'endpoint-create', endpointId: base.id, networkId: base.networkId, host, peer },
+      (res) => {
+        core.books.releaseName(host);
+        core.books.releaseName(peer);
+        if (!res.ok) return null;
+        core.books.putEndpoint(record);
+        return { putEndpoints: [record] };
+      },
+    );
+    if (r.ok) return;
+    lastError = r.message ?? 'unknown error';
+    if (!/File exists/i.test(lastError)) break;
+  }
+  throw new KernelError(`failed to add the host <=> sandbox pair interfaces: ${lastError}`);
+}
+
+/**
+ * A CNI attachment's veth: its container end made directly in the container's namespace under
+ * the runtime's name, with its addresses, link and routes set up there (ip/sandbox.ts).
+ */
+export async function makeSandboxVeth(core: EngineCore, spec: NetworkSpec, base: Omit<EndpointRecord, 'host' | 'peer'>, sb: SandboxRequest): Promise<void> {
+  let lastError = '';
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const host = freshName(core);
+    const hostMac = randomLocalMac();
+    const record: EndpointRecord = { ...base, host, peer: sb.ifName, hostMac, sandbox: { containerId: sb.containerId, netns: sb.netns } };
+    const addrs = base.ipv6 === null ? [base.ipv4] : [base.ipv4, base.ipv6];
+    const r = await core.submit(
+      {
+        ip: [
+          {
+            kind: 'veth-create',
+            host,
+            peer: sb.ifName,
+            bridge: spec.bridge,
+            mtu: spec.mtu,
+            group: core.ownerGroup,
+            hostMac,
+            hairpin: sb.hairpin,
+            sandbox: { netns: sb.netns, mac: base.mac, addrs, routes: sb.routes },
+          },
+        ],
+      },
+      { kind: 'endpoint-create', endpointId: base.id, networkId: base.networkId, host, peer: sb.ifName },
+      (res) => {
+        core.books.releaseName(host);
+        if (!res.ok) return null;
+        core.books.putEndpoint(record);
+        return { putEndpoints: [record] };
+      },
+    );
+    if (r.ok) return;
+    lastError = r.message ?? 'unknown error';
+    if (!/File exists/i.test(lastError)) break;
+    // "File exists" names the host end (then fresh names help) or the container end.
+    if (!core.deps.exec.linkPresent(host)) throw new EndpointExistsError(`interface ${sb.ifName} already exists in ${sb.netns}`);
+  }
+  throw new KernelError(`failed to add the host <=> container pair interfaces: ${lastError}`);
+}
+
+function freshName(core: EngineCore): string {
+  for (;;) {
+    const n = randomVethName();
+    if (!core.books.isNameTaken(n)) {
+      core.books.reserveName(n);
+      return n;
+    }
+  }
+}
+
