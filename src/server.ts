@@ -153,13 +153,15 @@ async function startClaimed(cfg: ServeConfig, log: Logger, claim: PluginClaim): 
   let stopping: Promise<void> | null = null;
   const stop = (): Promise<void> => {
     stopping ??= (async () => {
-      watchdog.stop();
+      // A check in progress (Plugin.Activate starts one) must end before the pool closes.
+      const watchdogDone = watchdog.stop();
       stopReconciling();
       // Stop accepting, let in-flight requests finish (they wait for their batches). A DEL that
       // finds the CNI socket gone is spooled by the forwarder and done at the next start.
       const closed = Promise.all([app.close(), cni?.close()]);
       await engine.drain();
       await closed;
+      await watchdogDone;
       await engine.close();
       await exec.close();
       store.close();
