@@ -7,6 +7,7 @@ import { parseArgs } from 'node:util';
 import { Agent, request } from 'undici';
 import { Books } from './scheduler/books.js';
 import { formatReport, reconcile, type ReconcileReport } from './scheduler/reconcile.js';
+import { resolvePluginSocket, socketBaseName } from './plugin-socket.js';
 import { SqliteStateStore } from './state/sqlite-store.js';
 import { DEFAULT_TOOLS, runTool, type ToolPaths } from './workers/spawn.js';
 
@@ -64,13 +65,19 @@ export async function runReconcile(args: string[], tools: ToolPaths = DEFAULT_TO
       json: { type: 'boolean' },
     },
   });
-  const name = values.name ?? 'batchbridge';
-  if (!/^[a-z0-9][a-z0-9_.-]{0,63}$/.test(name)) {
-    process.stderr.write(`batchbridge: invalid --name ${JSON.stringify(name)}\n`);
+  const name = socketBaseName(values.name ?? 'batchbridge');
+  if (name === null) {
+    process.stderr.write(`batchbridge: invalid --name ${JSON.stringify(values.name)}\n`);
     return 2;
   }
   const stateDir = values['state-dir'] ?? '/var/lib/batchbridge';
-  const socketPath = join(values['socket-dir'] ?? '/run/docker/plugins', `${name}.sock`);
+  let socketPath: string;
+  try {
+    socketPath = resolvePluginSocket(values['socket-dir'] ?? '/run/docker/plugins', name);
+  } catch (err) {
+    process.stderr.write(`batchbridge: ${(err as Error).message}\n`);
+    return 1;
+  }
   const dryRun = values['dry-run'] === true;
 
   let report: ReconcileReport;

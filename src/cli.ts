@@ -8,6 +8,7 @@ import { DEFAULT_TOOLS, type ToolPaths } from './workers/spawn.js';
 import { isValidIfName } from './domain/names.js';
 import { printPorts } from './cli-ports.js';
 import { runReconcile } from './cli-reconcile.js';
+import { packagePlugin } from './cli-package-plugin.js';
 
 const HELP = `batchbridge — a Docker network driver plugin that does what the built-in bridge
 driver does, batching the kernel work of many endpoints into one transaction.
@@ -16,6 +17,8 @@ Usage:
   batchbridge serve [options]      run the plugin (as root, in dockerd's network namespace)
   batchbridge ports [options]      list the published ports of the running plugin
   batchbridge reconcile [options]  compare the kernel with the books, fix and print what differs
+  batchbridge package-plugin --out DIR [--name NAME]
+                                   build a Docker managed-plugin folder (see package-plugin --help)
   batchbridge --help               this text
 
 serve options:
@@ -33,6 +36,9 @@ serve options:
   --reconcile-interval-ms MS
                          how often to compare the kernel with the books and fix drift
                          (default: 60000; 0 = only at start and on demand)
+  --sysctl-dir DIR       where the sysctls are written, DIR/net/... (default: /proc/sys); the
+                         managed plugin bind-mounts the host's /proc/sys/net under another DIR
+                         because its /proc/sys is read-only
 
 ports options:
   --name NAME            the plugin to ask (default: batchbridge)
@@ -103,6 +109,7 @@ async function serve(args: string[]): Promise<number> {
       'log-level': { type: 'string' },
       'firewall-check-ms': { type: 'string' },
       'reconcile-interval-ms': { type: 'string' },
+      'sysctl-dir': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -113,6 +120,8 @@ async function serve(args: string[]): Promise<number> {
   const level = values['log-level'] ?? 'info';
   if (!LEVELS.has(level)) throw new UsageError(`--log-level must be one of ${[...LEVELS].join(', ')}`);
   const log = createLogger(level as LevelWithSilent);
+  const sysctlDir = values['sysctl-dir'] ?? '/proc/sys';
+  if (!sysctlDir.startsWith('/')) throw new UsageError(`--sysctl-dir must be an absolute path, got ${JSON.stringify(sysctlDir)}`);
   const cfg = {
     name: checkName(values.name ?? 'batchbridge'),
     stateDir: values['state-dir'] ?? '/var/lib/batchbridge',
@@ -124,7 +133,7 @@ async function serve(args: string[]): Promise<number> {
     maxQueue: intFlag(values['max-queue'], 'max-queue', 4096, 1, 1_000_000),
     firewallCheckMs: intFlag(values['firewall-check-ms'], 'firewall-check-ms', 2000, 100, 3_600_000),
     reconcileMs: intFlag(values['reconcile-interval-ms'], 'reconcile-interval-ms', 60_000, 0, 86_400_000),
-    tools: toolsFromEnv(),
+    tools: { ...toolsFromEnv(), sysctlDir },
   };
   const server = await startServer(cfg, log);
   await new Promise<void>((resolve) => {
@@ -154,6 +163,8 @@ export async function main(argv: string[]): Promise<number> {
         return await printPorts(rest);
       case 'reconcile':
         return await runReconcile(rest, toolsFromEnv());
+      case 'package-plugin':
+        return await packagePlugin(rest);
       case undefined:
       case 'help':
       case '--help':

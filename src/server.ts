@@ -7,6 +7,7 @@ import type { Logger } from 'pino';
 import { buildApp } from './api/app.js';
 import { Driver } from './scheduler/driver.js';
 import { firewallIntact, syncFirewall } from './scheduler/firewall-sync.js';
+import { removeFirewallIfUnused } from './scheduler/firewall-teardown.js';
 import { reconcileDriver } from './scheduler/reconcile.js';
 import { SqliteStateStore } from './state/sqlite-store.js';
 import { PiscinaExecutor } from './workers/pool.js';
@@ -44,7 +45,7 @@ export async function startServer(cfg: ServeConfig, log: Logger): Promise<Runnin
   const driver = new Driver(store, exec, { batchMax: cfg.batchMax, windowMs: cfg.batchWindowMs, maxInFlight: 1, writeBehindDeletes: cfg.writeBehindDeletes === true, tools: cfg.tools }, log);
 
   // Containers need forwarding in the namespace the plugin runs in (as dockerd --ip-forward).
-  const fwdErr = await writeSysctl({ path: 'net/ipv4/ip_forward', value: '1', optional: false });
+  const fwdErr = await writeSysctl({ path: 'net/ipv4/ip_forward', value: '1', optional: false }, cfg.tools.sysctlDir);
   if (fwdErr !== null) throw new Error(`cannot enable IP forwarding: ${fwdErr}`);
   await syncFirewall(exec, cfg.tools, driver.books);
   log.info({ networks: driver.books.networks.size, endpoints: driver.books.endpoints.size }, 'books loaded, firewall in place');
@@ -140,6 +141,11 @@ export async function startServer(cfg: ServeConfig, log: Logger): Promise<Runnin
       await driver.drain();
       await closed;
       await driver.close();
+      // No network left: leave no rule of ours behind (`docker plugin rm` runs nothing of ours).
+      await removeFirewallIfUnused({ exec, tools: cfg.tools, books: driver.books, gate: driver.gate }).then(
+        (outcome) => log.info({ outcome }, 'firewall at stop'),
+        (err: unknown) => log.error({ err }, 'could not remove the firewall rules at stop'),
+      );
       await exec.close();
       store.close();
       try {

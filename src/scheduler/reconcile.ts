@@ -476,7 +476,7 @@ export async function reconcile(t: ReconcileTarget, opts: ReconcileOptions = {})
     if (parsed.unattributed !== '') findings.push({ kind: 'error', subject: 'ip -batch', detail: parsed.unattributed });
   }
   for (const s of plan.sysctls) {
-    const err = await writeSysctl(s);
+    const err = await writeSysctl(s, t.tools.sysctlDir);
     if (err !== null) findings.push({ kind: 'error', subject: s.path, detail: err });
   }
 

@@ -87,7 +87,7 @@ export async function runBatch(req: BatchRequest, tools: ToolPaths): Promise<Bat
     for (const o of track2) {
       if (out.failed.has(o.opId) || !o.sysctls) continue;
       for (const sc of o.sysctls) {
-        const err = await writeSysctl(sc);
+        const err = await writeSysctl(sc, tools.sysctlDir);
         if (err !== null) {
           out.failed.set(o.opId, err);
           break;

@@ -18,6 +18,8 @@ export interface ToolPaths {
   readonly iptablesSave: string;
   readonly ip6tablesSave: string;
   readonly conntrack: string;
+  /** Where sysctls are written (default /proc/sys; see `serve --sysctl-dir`). */
+  readonly sysctlDir?: string;
 }
 
 export const DEFAULT_TOOLS: ToolPaths = {
