@@ -44,6 +44,7 @@ async function reconcileOffline(stateDir: string, tools: ToolPaths, dryRun: bool
         tools,
         ports: null,
         log: null,
+        ownerGroup: store.ownerGroup(),
       },
       { dryRun },
     );

@@ -9,6 +9,7 @@ import { isValidIfName } from './domain/names.js';
 import { printPorts } from './cli-ports.js';
 import { runReconcile } from './cli-reconcile.js';
 import { packagePlugin } from './cli-package-plugin.js';
+import { STALE_ENDPOINT_GRACE_MS } from './scheduler/driver.js';
 
 const HELP = `batchbridge — a Docker network driver plugin that does what the built-in bridge
 driver does, batching the kernel work of many endpoints into one transaction.
@@ -39,6 +40,13 @@ serve options:
   --sysctl-dir DIR       where the sysctls are written, DIR/net/... (default: /proc/sys); the
                          managed plugin bind-mounts the host's /proc/sys/net under another DIR
                          because its /proc/sys is read-only
+  --firewall-check-ms MS how often the watchdog counts our firewall rules per chain and owner
+                         against the books; a difference seen twice in a row is repaired by
+                         rewriting our chains (default: 2000)
+  --stale-endpoint-grace-ms MS
+                         a never-joined endpoint older than this whose address a new endpoint
+                         asks for is taken as left over and removed; a younger one makes the new
+                         endpoint fail (default: 5000)
 
 ports options:
   --name NAME            the plugin to ask (default: batchbridge)
@@ -110,6 +118,7 @@ async function serve(args: string[]): Promise<number> {
       'firewall-check-ms': { type: 'string' },
       'reconcile-interval-ms': { type: 'string' },
       'sysctl-dir': { type: 'string' },
+      'stale-endpoint-grace-ms': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -133,6 +142,7 @@ async function serve(args: string[]): Promise<number> {
     maxQueue: intFlag(values['max-queue'], 'max-queue', 4096, 1, 1_000_000),
     firewallCheckMs: intFlag(values['firewall-check-ms'], 'firewall-check-ms', 2000, 100, 3_600_000),
     reconcileMs: intFlag(values['reconcile-interval-ms'], 'reconcile-interval-ms', 60_000, 0, 86_400_000),
+    staleEndpointGraceMs: intFlag(values['stale-endpoint-grace-ms'], 'stale-endpoint-grace-ms', STALE_ENDPOINT_GRACE_MS, 0, 3_600_000),
     tools: { ...toolsFromEnv(), sysctlDir },
   };
   const server = await startServer(cfg, log);

@@ -32,6 +32,7 @@ export class NetworkExistsError extends defineError('BB_ERR_NETWORK_EXISTS', 'co
 export class NetworkConflictError extends defineError('BB_ERR_NETWORK_CONFLICT', 'conflict') {}
 export class NetworkNotFoundError extends defineError('BB_ERR_NETWORK_NOT_FOUND', 'not-found') {}
 export class EndpointExistsError extends defineError('BB_ERR_ENDPOINT_EXISTS', 'conflict') {}
+export class AddressInUseError extends defineError('BB_ERR_ADDRESS_IN_USE', 'conflict') {}
 export class EndpointNotFoundError extends defineError('BB_ERR_ENDPOINT_NOT_FOUND', 'not-found') {}
 export class BridgeFullError extends defineError('BB_ERR_BRIDGE_FULL', 'conflict') {}
 export class PortAllocatedError extends defineError('BB_ERR_PORT_ALLOCATED', 'conflict') {}
@@ -50,6 +51,7 @@ export const ALL_ERRORS = {
   NetworkConflictError,
   NetworkNotFoundError,
   EndpointExistsError,
+  AddressInUseError,
   EndpointNotFoundError,
   BridgeFullError,
   PortAllocatedError,

@@ -6,8 +6,9 @@ import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { buildApp } from './api/app.js';
 import { Driver } from './scheduler/driver.js';
-import { firewallIntact, syncFirewall } from './scheduler/firewall-sync.js';
+import { syncFirewall } from './scheduler/firewall-sync.js';
 import { removeFirewallIfUnused } from './scheduler/firewall-teardown.js';
+import { FirewallWatchdog } from './scheduler/firewall-watchdog.js';
 import { reconcileDriver } from './scheduler/reconcile.js';
 import { SqliteStateStore } from './state/sqlite-store.js';
 import { PiscinaExecutor } from './workers/pool.js';
@@ -27,6 +28,8 @@ export interface ServeConfig {
   readonly firewallCheckMs: number;
   /** reconciliation period (kernel vs books); 0 disables the timer (default 60 s) */
   readonly reconcileMs?: number;
+  /** see DriverOptions.staleEndpointGraceMs */
+  readonly staleEndpointGraceMs?: number;
   readonly tools: ToolPaths;
 }
 
@@ -42,7 +45,7 @@ export async function startServer(cfg: ServeConfig, log: Logger): Promise<Runnin
   const exec = new PiscinaExecutor(cfg.tools, cfg.workers);
   // One veth batch at a time: they all queue on the kernel's rtnl lock anyway, and while one runs
   // the next fills (measured: 1 in flight 486-500/s, 2 in flight 442-470/s; docs/performance.md).
-  const driver = new Driver(store, exec, { batchMax: cfg.batchMax, windowMs: cfg.batchWindowMs, maxInFlight: 1, writeBehindDeletes: cfg.writeBehindDeletes === true, tools: cfg.tools }, log);
+  const driver = new Driver(store, exec, { batchMax: cfg.batchMax, windowMs: cfg.batchWindowMs, maxInFlight: 1, writeBehindDeletes: cfg.writeBehindDeletes === true, ...(cfg.staleEndpointGraceMs === undefined ? {} : { staleEndpointGraceMs: cfg.staleEndpointGraceMs }), tools: cfg.tools }, log);
 
   // Containers need forwarding in the namespace the plugin runs in (as dockerd --ip-forward).
   const fwdErr = await writeSysctl({ path: 'net/ipv4/ip_forward', value: '1', optional: false }, cfg.tools.sysctlDir);
@@ -69,36 +72,8 @@ export async function startServer(cfg: ServeConfig, log: Logger): Promise<Runnin
       : null;
   reconcileTimer?.unref();
 
-  let resyncing = false;
-  const resync = (why: string): void => {
-    if (resyncing) return;
-    resyncing = true;
-    // Under the exclusive gate, so no batch changes rules while we rewrite our chains.
-    void driver.gate
-      .acquireExclusive()
-      .then(async (release) => {
-        try {
-          await syncFirewall(exec, cfg.tools, driver.books);
-          log.warn({ why }, 'firewall rules restored');
-        } finally {
-          release();
-        }
-      })
-      .catch((err: unknown) => log.error({ err }, 'firewall restore failed'))
-      .finally(() => {
-        resyncing = false;
-      });
-  };
-  const watchdog = setInterval(() => {
-    if (resyncing) return;
-    firewallIntact(exec, cfg.tools).then(
-      (ok) => {
-        if (!ok) resync('our rules were missing (flushed?)');
-      },
-      (err: unknown) => log.error({ err }, 'firewall check failed'),
-    );
-  }, cfg.firewallCheckMs);
-  watchdog.unref();
+  const watchdog = new FirewallWatchdog(driver, exec, cfg.tools, log, cfg.firewallCheckMs);
+  watchdog.start();
 
   const app = await buildApp({
     driver,
@@ -107,15 +82,13 @@ export async function startServer(cfg: ServeConfig, log: Logger): Promise<Runnin
     maxEventLoopDelayMs: 1000,
     maxHeapUsedBytes: 1024 * 1024 * 1024,
     bodyLimit: 1024 * 1024,
-    // dockerd (re)started and is using us: a restart of dockerd flushes only its own DOCKER*
-    // chains, so this is a check, and a restore only if something of ours is missing.
-    onActivate: () => {
-      firewallIntact(exec, cfg.tools).then(
-        (ok) => {
-          if (!ok) resync('dockerd activated the plugin and our rules were missing');
-        },
-        (err: unknown) => log.error({ err }, 'firewall check failed'),
-      );
+    // dockerd (re)started: it killed containers it will never send Leave/DeleteEndpoint for
+    // (without live-restore) and will start restart-policy containers next, which want their
+    // ports and addresses back. Settle the endpoints whose veth vanished, and check our rules (a
+    // dockerd restart flushes only its own DOCKER* chains).
+    onActivate: async () => {
+      void watchdog.check();
+      await driver.settleVanished();
     },
   });
 
@@ -134,7 +107,7 @@ export async function startServer(cfg: ServeConfig, log: Logger): Promise<Runnin
   let stopping: Promise<void> | null = null;
   const stop = (): Promise<void> => {
     stopping ??= (async () => {
-      clearInterval(watchdog);
+      watchdog.stop();
       if (reconcileTimer !== null) clearInterval(reconcileTimer);
       // Stop accepting, let in-flight requests finish (they wait for their batches).
       const closed = app.close();

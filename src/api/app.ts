@@ -18,8 +18,8 @@ export interface AppDeps {
   readonly maxEventLoopDelayMs: number;
   readonly maxHeapUsedBytes: number;
   readonly bodyLimit: number;
-  /** called on Plugin.Activate: dockerd (re)started and is using us (a reconcile trigger) */
-  readonly onActivate?: () => void;
+  /** called on Plugin.Activate: dockerd (re)started and is using us; answered once it settles */
+  readonly onActivate?: () => Promise<void> | void;
 }
 
 type Handler = (body: Body) => Promise<unknown> | unknown;
@@ -79,8 +79,13 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const routes: Record<string, { empty: boolean; fn: Handler }> = {
     '/Plugin.Activate': {
       empty: true,
-      fn: () => {
-        deps.onActivate?.();
+      fn: async () => {
+        try {
+          await deps.onActivate?.();
+        } catch (err) {
+          // Activation must not fail because settling did: dockerd would not use us at all.
+          deps.logger.error({ err }, 'settling after Plugin.Activate failed');
+        }
         return { Implements: ['NetworkDriver'] };
       },
     },

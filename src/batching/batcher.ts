@@ -26,13 +26,26 @@ export interface BatchEntry {
    * are committed in one transaction.
    */
   readonly settle: (result: OpResult) => BookChanges | null;
+  /**
+   * Teardown (deleting an endpoint or network, revoking ports): its kernel work runs and counts
+   * even when the books cannot be written (a full disk). dockerd only logs a failed teardown and
+   * forgets the object, so failing it would leak kernel objects; the caller keeps the book
+   * changes and writes them once it can (see BatchHooks.afterRun).
+   */
+  readonly teardown?: boolean;
 }
 
 export interface BatchHooks {
   /** persist what the batch is about to do (must be synchronous: it runs before the kernel) */
   beforeRun(batchId: number, intents: IntentItem[]): void;
-  /** persist what it did */
-  afterRun(batchId: number, hadIntent: boolean, changes: BookChanges[]): void;
+  /**
+   * Persist what it did. `mustKeep` holds the changes of teardown operations: if writing fails,
+   * the hook keeps them to write later instead of losing them (it throws either way, and only
+   * the other operations of the batch fail).
+   */
+  afterRun(batchId: number, hadIntent: boolean, changes: BookChanges[], mustKeep: BookChanges[]): void;
+  /** a settle callback threw: a bug in the bookkeeping; the operation fails with this error */
+  settleFailed?(batchId: number, err: unknown, intent: IntentItem | null): void;
 }
 
 export interface BatchRunner {
@@ -105,6 +118,8 @@ export class Batcher {
   private readonly ids: BatchIds;
   private nextOpId = 1;
   private idleWaiters: Array<() => void> = [];
+  /** batches finished so far: lets an observer tell whether any batch ran while it looked */
+  private finishedBatches = 0;
 
   constructor(
     private readonly run: BatchRunner,
@@ -121,6 +136,10 @@ export class Batcher {
 
   get running(): number {
     return this.inFlight;
+  }
+
+  get finished(): number {
+    return this.finishedBatches;
   }
 
   submit(entry: BatchEntry): Promise<OpResult> {
@@ -201,6 +220,7 @@ export class Batcher {
     const batchId = this.ids.next();
     this.inFlight++;
     void this.execute(batchId, taken).finally(() => {
+      this.finishedBatches++;
       this.inFlight--;
       this.pump();
       this.opts.onBatchDone?.();
@@ -212,38 +232,55 @@ export class Batcher {
     });
   }
 
-  private async execute(batchId: number, taken: Pending[]): Promise<void> {
+  private async execute(batchId: number, all: Pending[]): Promise<void> {
     const t0 = performance.now();
+    let taken = all;
+    let intents = taken.flatMap((p) => (p.entry.intent ? [p.entry.intent] : []));
+    if (intents.length > 0) {
+      try {
+        this.hooks.beforeRun(batchId, intents);
+      } catch (err) {
+        // The intent cannot be written (a full disk): only teardown goes on, without an intent; a
+        // crash in its middle leaves booked objects whose veths are gone, which reconciliation
+        // unbooks. Creations fail before they touch the kernel.
+        const message = `batch ${batchId}: could not write the books: ${errText(err)}`;
+        for (const p of taken) if (p.entry.teardown !== true) p.resolve({ opId: 0, ok: false, message });
+        taken = taken.filter((p) => p.entry.teardown === true);
+        intents = [];
+        if (taken.length === 0) return;
+      }
+    }
     const ops: OpWork[] = taken.map((p) => ({ ...p.entry.work, opId: this.nextOpId++ }));
-    const intents = taken.flatMap((p) => (p.entry.intent ? [p.entry.intent] : []));
     let response: BatchResponse | null = null;
     let results: OpResult[];
     try {
-      if (intents.length > 0) this.hooks.beforeRun(batchId, intents);
       response = await this.run({ batchId, ops, linkGroup: LINK_GROUP_BASE + (batchId % 4096) });
       const byId = new Map(response.results.map((r) => [r.opId, r]));
       results = ops.map((o) => byId.get(o.opId) ?? { opId: o.opId, ok: false, message: 'no result from worker' });
     } catch (err) {
-      // A worker that died, or books that could not be written: every request of the batch gets
-      // an error, none is left hanging.
-      const message = `batch ${batchId} failed: ${err instanceof Error ? err.message : String(err)}`;
+      // A worker that died: every request of the batch gets an error, none is left hanging.
+      const message = `batch ${batchId} failed: ${errText(err)}`;
       results = ops.map((o) => ({ opId: o.opId, ok: false, message }));
     }
     const changes: BookChanges[] = [];
+    const mustKeep: BookChanges[] = [];
     taken.forEach((p, i) => {
       const r = results[i] as OpResult;
       try {
         const c = p.entry.settle(r);
-        if (c !== null) changes.push(c);
-      } catch {
-        // settle is the driver's bookkeeping; a bug there must not strand the other requests
+        if (c !== null) (p.entry.teardown === true && r.ok ? mustKeep : changes).push(c);
+      } catch (err) {
+        // A bug in the bookkeeping: this request fails (the books may not say what the kernel
+        // does; reconciliation compares them), the others of the batch are unaffected.
+        this.hooks.settleFailed?.(batchId, err, p.entry.intent);
+        results[i] = { opId: r.opId, ok: false, message: `batch ${batchId}: internal error while booking the result: ${errText(err)}` };
       }
     });
     try {
-      this.hooks.afterRun(batchId, intents.length > 0, changes);
+      this.hooks.afterRun(batchId, intents.length > 0, [...mustKeep, ...changes], mustKeep);
     } catch (err) {
-      const message = `batch ${batchId}: could not write the books: ${err instanceof Error ? err.message : String(err)}`;
-      results = results.map((r) => ({ ...r, ok: false, message }));
+      const message = `batch ${batchId}: could not write the books: ${errText(err)}`;
+      results = results.map((r, i) => (taken[i]?.entry.teardown === true ? r : { ...r, ok: false, message }));
     }
     taken.forEach((p, i) => p.resolve(results[i] as OpResult));
     if (batchChannel.hasSubscribers) {
@@ -258,4 +295,8 @@ export class Batcher {
       batchChannel.publish(ev);
     }
   }
+}
+
+function errText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
 }

@@ -7,6 +7,8 @@ export interface VethCreate {
   readonly peer: string;
   readonly bridge: string;
   readonly mtu: number; // 0: kernel default
+  /** link group of the host end: batchbridge's ownership mark (see OwnershipMark) */
+  readonly group?: number;
 }
 
 export interface VethDelete {
@@ -19,6 +21,8 @@ export interface BridgeCreate {
   readonly bridge: string;
   readonly mac: string;
   readonly mtu: number;
+  /** link group: batchbridge's ownership mark */
+  readonly group?: number;
 }
 
 export interface BridgeAddrs {
@@ -33,6 +37,8 @@ export interface BridgeAddrsRemove {
   readonly kind: 'bridge-addrs-remove';
   readonly bridge: string;
   readonly addrs: readonly string[];
+  /** set the (user's) bridge down again: it was down before we used it */
+  readonly down?: boolean;
 }
 
 export interface BridgeDelete {

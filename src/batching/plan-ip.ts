@@ -38,6 +38,12 @@ function mtuArg(mtu: number): string {
   return mtu > 0 ? ` mtu ${mtu}` : '';
 }
 
+function groupArg(group: number | undefined): string {
+  if (group === undefined) return '';
+  if (!Number.isInteger(group) || group <= 0 || group > 0xffffffff) throw new Error(`refusing link group ${String(group)}`);
+  return ` group ${group}`;
+}
+
 export function planIpBatch(works: readonly IpWork[], linkGroup: number): IpPlan {
   const lines: string[] = [];
   const owners: LineOwner[] = [];
@@ -53,7 +59,7 @@ export function planIpBatch(works: readonly IpWork[], linkGroup: number): IpPlan
     for (const op of w.ops) {
       switch (op.kind) {
         case 'bridge-create':
-          push(`link add name ${op.bridge} address ${op.mac}${mtuArg(op.mtu)} type bridge`, { opId: w.opId, tolerate: [] });
+          push(`link add name ${op.bridge}${groupArg(op.group)} address ${op.mac}${mtuArg(op.mtu)} type bridge`, { opId: w.opId, tolerate: [] });
           break;
         case 'bridge-addrs':
           for (const a of op.addrs) push(`address add ${a} dev ${op.bridge}`, { opId: w.opId, tolerate: ['exists'] });
@@ -61,10 +67,11 @@ export function planIpBatch(works: readonly IpWork[], linkGroup: number): IpPlan
           break;
         case 'bridge-addrs-remove':
           for (const a of op.addrs) late.push([`address del ${a} dev ${op.bridge}`, { opId: w.opId, tolerate: ['no-address', 'no-device'] }]);
+          if (op.down === true) late.push([`link set dev ${op.bridge} down`, { opId: w.opId, tolerate: ['no-device'] }]);
           break;
         case 'veth-create':
           push(
-            `link add name ${op.host}${mtuArg(op.mtu)} txqueuelen 0 master ${op.bridge} up type veth peer name ${op.peer}${mtuArg(op.mtu)} txqueuelen 0`,
+            `link add name ${op.host}${groupArg(op.group)}${mtuArg(op.mtu)} txqueuelen 0 master ${op.bridge} up type veth peer name ${op.peer}${mtuArg(op.mtu)} txqueuelen 0`,
             { opId: w.opId, tolerate: [] },
           );
           break;

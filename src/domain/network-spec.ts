@@ -293,3 +293,17 @@ export function conflictReason(next: ConflictCandidate, existing: ConflictCandid
   }
   return null;
 }
+
+/**
+ * The first field in which two specs of the same network id differ, or null when they describe
+ * the same network. The bridge MAC is drawn at random for every request, so it never counts.
+ * dockerd retries a call whose answer it did not get: the retry must find "the same network".
+ */
+export function specDifference(a: NetworkSpec, b: NetworkSpec): string | null {
+  const keys = Object.keys(a) as Array<keyof NetworkSpec>;
+  for (const k of keys) {
+    if (k === 'bridgeMac') continue;
+    if (JSON.stringify(a[k]) !== JSON.stringify(b[k])) return k;
+  }
+  return null;
+}

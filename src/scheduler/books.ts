@@ -3,12 +3,18 @@
 // as BookChanges for the store.
 import type { EndpointRecord, NetworkRecord } from '../state/records.js';
 
+function addressKeys(e: EndpointRecord): string[] {
+  return e.ipv6 === null ? [`${e.networkId} ${e.ipv4}`] : [`${e.networkId} ${e.ipv4}`, `${e.networkId} ${e.ipv6}`];
+}
+
 export class Books {
   readonly networks = new Map<string, NetworkRecord>();
   readonly endpoints = new Map<string, EndpointRecord>();
   private readonly byNetwork = new Map<string, Set<string>>();
   /** every interface name we own or have reserved (hosts, peers, bridges) */
   private readonly ifNames = new Set<string>();
+  /** "<network id> <address>" → the endpoint that holds that address (IPv4 and IPv6) */
+  private readonly byAddress = new Map<string, string>();
 
   load(networks: readonly NetworkRecord[], endpoints: readonly EndpointRecord[]): void {
     for (const n of networks) this.putNetwork(n);
@@ -36,6 +42,8 @@ export class Books {
       this.ifNames.delete(old.host);
       this.ifNames.delete(old.peer);
     }
+    if (old !== undefined) this.unindexAddresses(old);
+    for (const k of addressKeys(e)) this.byAddress.set(k, e.id);
     this.endpoints.set(e.id, e);
     this.ifNames.add(e.host);
     this.ifNames.add(e.peer);
@@ -50,7 +58,18 @@ export class Books {
     this.endpoints.delete(id);
     this.ifNames.delete(e.host);
     this.ifNames.delete(e.peer);
+    this.unindexAddresses(e);
     this.byNetwork.get(e.networkId)?.delete(id);
+  }
+
+  private unindexAddresses(e: EndpointRecord): void {
+    for (const k of addressKeys(e)) if (this.byAddress.get(k) === e.id) this.byAddress.delete(k);
+  }
+
+  /** The endpoint of this network that holds `address` ("ip/prefix" as booked), if any. */
+  addressHolder(networkId: string, address: string): EndpointRecord | undefined {
+    const id = this.byAddress.get(`${networkId} ${address}`);
+    return id === undefined ? undefined : this.endpoints.get(id);
   }
 
   endpointsOf(networkId: string): EndpointRecord[] {

@@ -4,13 +4,14 @@
 import type { Logger } from 'pino';
 import { Batcher, BatchIds, type BatchEntry, type Work } from '../batching/batcher.js';
 import { isFirewallOnly, type BatchRequest, type BatchResponse, type FirewallChange, type IpOp, type OpResult } from '../batching/ops.js';
-import { planNetworkAdd, planNetworkRemove, type FwNetwork } from '../batching/plan-firewall.js';
+import { epTag, planNetworkAdd, planNetworkRemove, type FwNetwork } from '../batching/plan-firewall.js';
 import { planEndpointPortsAdd, planEndpointPortsRemove } from '../batching/plan-ports.js';
 import { parseCidr } from '../domain/addr.js';
 import { resolveEndpointAddresses, type CreateEndpointInterface } from '../domain/endpoint-spec.js';
 import { randomVethName, type EndpointId, type NetworkId } from '../domain/names.js';
-import { conflictReason, parseNetworkSpec, type CreateNetworkInput, type NetworkSpec } from '../domain/network-spec.js';
+import { conflictReason, parseNetworkSpec, specDifference, type CreateNetworkInput, type NetworkSpec } from '../domain/network-spec.js';
 import {
+  AddressInUseError,
   BridgeFullError,
   EndpointExistsError,
   EndpointNotFoundError,
@@ -18,6 +19,7 @@ import {
   NetworkConflictError,
   NetworkExistsError,
   NetworkNotFoundError,
+  PortAllocatedError,
   ShuttingDownError,
 } from '../errors.js';
 import type { EndpointRecord, IntentItem, NetworkRecord, PortMapping } from '../state/records.js';
@@ -38,6 +40,13 @@ export interface DriverOptions {
   readonly maxInFlight: number;
   /** answer DeleteEndpoint before the kernel has deleted the veth, under load (deleteBehind) */
   readonly writeBehindDeletes?: boolean;
+  /**
+   * A never-joined endpoint older than this whose address a new endpoint asks for is taken to
+   * be left over (dockerd forgot it) and removed; a younger one makes the new one fail.
+   */
+  readonly staleEndpointGraceMs?: number;
+  /** see HOLDER_VANISH_WAIT_MS (tests shorten it; no flag: nothing for an operator to tune) */
+  readonly holderVanishWaitMs?: number;
   readonly tools: ToolPaths;
 }
 
@@ -61,6 +70,17 @@ const GATHER_MIN_ACTIVE = 8;
  * rtnl for ~200 ms.
  */
 const DELETE_MAX_DEFER_MS = envMs('BB_DELETE_DEFER_MS', 25);
+/** Default of DriverOptions.staleEndpointGraceMs (`--stale-endpoint-grace-ms`). */
+export const STALE_ENDPOINT_GRACE_MS = 5000;
+/**
+ * How long a new endpoint waits for a live-looking holder of its address to vanish before it
+ * fails. dockerd hands an address out again only once it believes the holder gone; after a
+ * dockerd restart the holder's container was killed, but the kernel destroys its network
+ * namespace (and with it our veth) asynchronously, some milliseconds later.
+ */
+const HOLDER_VANISH_WAIT_MS = 1500;
+/** How often books that could not be written (a full disk) are tried again. */
+const BOOKS_RETRY_MS = 2000;
 
 /** A measurement switch (docs/options.md): a whole number of ms, else the default. */
 function envMs(name: string, fallback: number): number {
@@ -103,7 +123,11 @@ interface LinkInfo {
   readonly ifname: string;
   readonly kind: string | null;
   readonly addrs: string[];
+  readonly up: boolean;
 }
+
+/** Which end of a booked endpoint's veth pair the kernel still shows in our namespace. */
+type HolderState = 'gone' | 'stale' | 'alive' | 'young';
 
 export class Driver {
   readonly books = new Books();
@@ -133,6 +157,17 @@ export class Driver {
   private closing = false;
   /** ids of intents the driver writes itself (network creation, write-behind deletion): negative, never a batch id */
   private nextOwnIntentId: number;
+  /** the link group on every interface we create: how reconciliation knows what is ours */
+  readonly ownerGroup: number;
+  /**
+   * Endpoints joined since this process started and not left. Only for deciding whether an
+   * address holder is alive; the kernel (where its container end is) has the final word, so
+   * this is not persisted.
+   */
+  private readonly joined = new Set<string>();
+  /** book changes of teardown that could not be written yet (a full disk), oldest first */
+  private unsaved: BookChanges[] = [];
+  private booksRetry: NodeJS.Timeout | null = null;
 
   constructor(
     private readonly store: StateStore,
@@ -141,6 +176,7 @@ export class Driver {
     private readonly log: Logger,
   ) {
     this.books.load(store.loadNetworks(), store.loadEndpoints());
+    this.ownerGroup = store.ownerGroup();
     this.ports = new PortAllocator();
     for (const e of this.books.endpoints.values()) this.ports.restore(e.id, e.mappings);
     const intents = store.loadIntents();
@@ -149,9 +185,13 @@ export class Driver {
     const ids = new BatchIds(firstBatch);
     const hooks = {
       beforeRun: (batchId: number, items: IntentItem[]) => this.store.writeIntent({ batchId, createdAt: Date.now(), items }),
-      afterRun: (batchId: number, hadIntent: boolean, changes: BookChanges[]) => {
+      afterRun: (batchId: number, hadIntent: boolean, changes: BookChanges[], mustKeep: BookChanges[]) => {
         if (changes.length === 0 && !hadIntent) return;
-        this.store.commit(mergeChanges(changes, hadIntent ? batchId : null));
+        const intent = hadIntent ? batchId : null;
+        this.writeBooks(mergeChanges(changes, intent), mustKeep.length > 0 ? mergeChanges(mustKeep, intent) : null);
+      },
+      settleFailed: (batchId: number, err: unknown, intent: IntentItem | null) => {
+        this.log.error({ batchId, err, ...idsOf(intent) }, 'booking the result of an operation failed; the operation is answered with an error');
       },
     };
     const run = (req: BatchRequest): Promise<BatchResponse> => this.exec.runBatch(req);
@@ -197,8 +237,58 @@ export class Driver {
     if (this.closing) throw new ShuttingDownError('batchbridge is shutting down');
   }
 
-  private submit(work: Work, intent: IntentItem | null, settle: (r: OpResult) => BookChanges | null): Promise<OpResult> {
-    const entry: BatchEntry = { work, intent, settle };
+  /**
+   * Commits `c` after any earlier teardown changes that could not be written. When writing fails,
+   * `keep` (the teardown part of `c`) is kept to be written later, in order, and the error thrown.
+   */
+  private writeBooks(c: BookChanges, keep: BookChanges | null): void {
+    try {
+      if (this.unsaved.length === 0) this.store.commit(c);
+      else {
+        this.store.commitAll([...this.unsaved, c]);
+        this.unsaved = [];
+        this.log.info('books written again: the changes kept while they could not be written are saved');
+      }
+    } catch (err) {
+      if (keep !== null) {
+        this.unsaved.push(keep);
+        this.log.warn({ err, pending: this.unsaved.length }, 'cannot write the books (disk full?): teardown done in the kernel, its book changes kept and retried');
+        this.scheduleBooksRetry();
+      }
+      throw err;
+    }
+  }
+
+  private scheduleBooksRetry(): void {
+    if (this.booksRetry !== null) return;
+    this.booksRetry = setTimeout(() => {
+      this.booksRetry = null;
+      this.flushUnsavedBooks();
+    }, BOOKS_RETRY_MS);
+    this.booksRetry.unref();
+  }
+
+  /** Writes the kept teardown changes; true when nothing is left unwritten. */
+  flushUnsavedBooks(): boolean {
+    if (this.unsaved.length === 0) return true;
+    try {
+      this.store.commitAll(this.unsaved);
+      this.log.info({ changes: this.unsaved.length }, 'books written again: the changes kept while they could not be written are saved');
+      this.unsaved = [];
+      return true;
+    } catch {
+      this.scheduleBooksRetry();
+      return false;
+    }
+  }
+
+  /** Book changes kept because the books could not be written (for status and tests). */
+  get unsavedBookChanges(): number {
+    return this.unsaved.length;
+  }
+
+  private submit(work: Work, intent: IntentItem | null, settle: (r: OpResult) => BookChanges | null, teardown = false): Promise<OpResult> {
+    const entry: BatchEntry = { work, intent, settle, teardown };
     return (isFirewallOnly(work) ? this.fwBatcher : this.batcher).submit(entry);
   }
 
@@ -209,7 +299,13 @@ export class Driver {
     const spec = parseNetworkSpec(input);
     const release = await this.gate.acquireExclusive();
     try {
-      if (this.books.networks.has(spec.id)) throw new NetworkExistsError(`network ${spec.id} exists`);
+      const booked = this.books.networks.get(spec.id);
+      if (booked !== undefined) {
+        // dockerd retries a call whose answer it did not get: the same request is done already.
+        const diff = specDifference(booked.spec, spec);
+        if (diff === null) return;
+        throw new NetworkExistsError(`network ${spec.id} exists with a different configuration (${diff})`);
+      }
       for (const other of this.books.networks.values()) {
         const reason = conflictReason(spec, other.spec);
         if (reason !== null) {
@@ -228,6 +324,8 @@ export class Driver {
       const createdBridge = existing === null;
       const wanted = bridgeAddrs(spec);
       const addedAddrs = createdBridge ? [] : wanted.filter((a) => !existing.addrs.includes(a));
+      // A user's bridge keeps its state: if it was down, it goes down again with the network.
+      const restoreDown = existing !== null && !existing.up;
       const fw = planNetworkAdd(toFwNetwork(spec));
 
       // One intent covers both steps and the rollback, written before step 1 and removed in the
@@ -237,17 +335,17 @@ export class Driver {
       this.store.writeIntent({
         batchId: intentId,
         createdAt: Date.now(),
-        items: [{ kind: 'network-create', networkId: spec.id, bridge: spec.bridge, createdBridge, addrs: createdBridge ? wanted : addedAddrs }],
+        items: [{ kind: 'network-create', networkId: spec.id, bridge: spec.bridge, createdBridge, addrs: createdBridge ? wanted : addedAddrs, restoreDown }],
       });
       // Step 1: the bridge itself, and the sysctls that must precede its IPv6 addresses.
-      const step1: IpOp[] = createdBridge ? [{ kind: 'bridge-create', bridge: spec.bridge, mac: spec.bridgeMac, mtu: spec.mtu }] : [];
+      const step1: IpOp[] = createdBridge ? [{ kind: 'bridge-create', bridge: spec.bridge, mac: spec.bridgeMac, mtu: spec.mtu, group: this.ownerGroup }] : [];
       const r1 = await this.submit({ ip: step1, sysctls: networkSysctls(spec) }, null, () => null);
       if (!r1.ok) {
-        await this.rollbackNetwork(spec, createdBridge, [], intentId);
+        await this.rollbackNetwork(spec, createdBridge, [], false, intentId);
         throw new KernelError(`failed to create bridge ${spec.bridge}: ${r1.message ?? 'unknown error'}`);
       }
       // Step 2: addresses, up, firewall. Booked in the same transaction that clears the intent.
-      const record: NetworkRecord = { spec, createdBridge, addedAddrs, createdAt: Date.now() };
+      const record: NetworkRecord = { spec, createdBridge, addedAddrs, ...(restoreDown ? { restoreDown } : {}), createdAt: Date.now() };
       const r2 = await this.submit(
         { ip: [{ kind: 'bridge-addrs', bridge: spec.bridge, addrs: createdBridge ? wanted : addedAddrs, up: true }], fwAfter: fw },
         null,
@@ -258,7 +356,7 @@ export class Driver {
         },
       );
       if (!r2.ok) {
-        await this.rollbackNetwork(spec, createdBridge, addedAddrs, intentId);
+        await this.rollbackNetwork(spec, createdBridge, addedAddrs, restoreDown, intentId);
         throw new KernelError(`failed to set up bridge ${spec.bridge}: ${r2.message ?? 'unknown error'}`);
       }
       this.log.info({ networkId: spec.id, bridge: spec.bridge, createdBridge }, 'network created');
@@ -267,14 +365,10 @@ export class Driver {
     }
   }
 
-  private async rollbackNetwork(spec: NetworkSpec, createdBridge: boolean, addedAddrs: readonly string[], intentId: number): Promise<void> {
-    const ip: IpOp[] = createdBridge
-      ? [{ kind: 'bridge-delete', bridge: spec.bridge }]
-      : addedAddrs.length > 0
-        ? [{ kind: 'bridge-addrs-remove', bridge: spec.bridge, addrs: addedAddrs }]
-        : [];
+  private async rollbackNetwork(spec: NetworkSpec, createdBridge: boolean, addedAddrs: readonly string[], restoreDown: boolean, intentId: number): Promise<void> {
+    const ip: IpOp[] = createdBridge ? [{ kind: 'bridge-delete', bridge: spec.bridge }] : releaseUserBridge(spec.bridge, addedAddrs, restoreDown);
     // The creation's intent stays until the rollback is done; if it fails, reconciliation retries.
-    const r = await this.submit({ fwBefore: planNetworkRemove(toFwNetwork(spec)), ip }, null, (res) => (res.ok ? { clearIntents: [intentId] } : null));
+    const r = await this.submit({ fwBefore: planNetworkRemove(toFwNetwork(spec)), ip }, null, (res) => (res.ok ? { clearIntents: [intentId] } : null), true);
     if (!r.ok) this.log.warn({ networkId: spec.id, err: r.message }, 'rollback of a failed network creation was incomplete');
   }
 
@@ -291,13 +385,21 @@ export class Driver {
       const fwBefore = mergeFirewall([...eps.map((e) => planEndpointPortsRemove(e.id, net.spec, e.mappings)), planNetworkRemove(toFwNetwork(net.spec))], true);
       const ip: IpOp[] = eps.map((e): IpOp => ({ kind: 'veth-delete', host: e.host }));
       if (net.createdBridge) ip.push({ kind: 'bridge-delete', bridge: net.spec.bridge });
-      else if (net.addedAddrs.length > 0) ip.push({ kind: 'bridge-addrs-remove', bridge: net.spec.bridge, addrs: net.addedAddrs });
-      const r = await this.submit({ fwBefore, ip }, { kind: 'network-delete', networkId: id, bridge: net.spec.bridge, createdBridge: net.createdBridge }, (res) => {
-        if (!res.ok) return null;
-        for (const e of eps) this.ports.release(e.id);
-        this.books.deleteNetwork(id);
-        return { deleteEndpoints: eps.map((e) => e.id), deleteNetworks: [id] };
-      });
+      else ip.push(...releaseUserBridge(net.spec.bridge, net.addedAddrs, net.restoreDown === true));
+      const r = await this.submit(
+        { fwBefore, ip },
+        { kind: 'network-delete', networkId: id, bridge: net.spec.bridge, createdBridge: net.createdBridge },
+        (res) => {
+          if (!res.ok) return null;
+          for (const e of eps) {
+            this.ports.release(e.id);
+            this.joined.delete(e.id);
+          }
+          this.books.deleteNetwork(id);
+          return { deleteEndpoints: eps.map((e) => e.id), deleteNetworks: [id] };
+        },
+        true,
+      );
       if (!r.ok) throw new KernelError(`failed to delete network ${id}: ${r.message ?? 'unknown error'}`);
       this.log.info({ networkId: id, endpoints: eps.length }, 'network deleted');
     } finally {
@@ -311,13 +413,14 @@ export class Driver {
       if (/does not exist|Cannot find device/i.test(r.stderr)) return null;
       throw new KernelError(`cannot inspect interface ${name}: ${r.stderr.trim() || r.spawnError || 'ip failed'}`);
     }
-    const arr = JSON.parse(r.stdout) as Array<{ ifname?: string; linkinfo?: { info_kind?: string }; addr_info?: Array<{ local?: string; prefixlen?: number }> }>;
+    const arr = JSON.parse(r.stdout) as Array<{ ifname?: string; flags?: unknown; linkinfo?: { info_kind?: string }; addr_info?: Array<{ local?: string; prefixlen?: number }> }>;
     const l = arr[0];
     if (l === undefined) return null;
     return {
       ifname: l.ifname ?? name,
       kind: l.linkinfo?.info_kind ?? null,
       addrs: (l.addr_info ?? []).map((a) => `${a.local ?? ''}/${a.prefixlen ?? 0}`),
+      up: Array.isArray(l.flags) && l.flags.includes('UP'),
     };
   }
 
@@ -346,11 +449,25 @@ export class Driver {
     return this.withEndpoint(req.NetworkID, req.EndpointID, async () => {
       const net = this.books.networks.get(req.NetworkID);
       if (net === undefined) throw new NetworkNotFoundError(`network ${req.NetworkID} not found`);
-      if (this.books.endpoints.has(req.EndpointID) || this.pendingEndpoints.has(req.EndpointID)) {
-        throw new EndpointExistsError(`Endpoint (${req.EndpointID}) already exists (Only one endpoint allowed)`);
-      }
       const addrs = resolveEndpointAddresses(net.spec, req.Interface, req.Options['com.docker.network.endpoint.macaddress']);
       const exposedAndPorts = parsePortOptions(req.Options);
+      const ipv4 = `${addrs.ipv4.ip}/${addrs.ipv4.prefix}`;
+      const ipv6 = addrs.ipv6 === null ? null : `${addrs.ipv6.ip}/${addrs.ipv6.prefix}`;
+      const booked = this.books.endpoints.get(req.EndpointID);
+      if (booked !== undefined) {
+        // dockerd retries a call whose answer it did not get: the same request is done already.
+        const diff = endpointDifference(booked, { networkId: req.NetworkID, ipv4, ipv6, mac: addrs.mac, ...exposedAndPorts });
+        if (diff === null) return Object.keys(addrs.reply).length > 0 ? { Interface: addrs.reply } : {};
+        throw new EndpointExistsError(`Endpoint (${req.EndpointID}) already exists (Only one endpoint allowed): this request differs in ${diff}`);
+      }
+      if (this.pendingEndpoints.has(req.EndpointID)) {
+        throw new EndpointExistsError(`Endpoint (${req.EndpointID}) already exists (Only one endpoint allowed)`);
+      }
+      // Awaited only when another endpoint holds an address: the common path stays synchronous.
+      for (const a of ipv6 === null ? [ipv4] : [ipv4, ipv6]) {
+        const holder = this.books.addressHolder(net.spec.id, a);
+        if (holder !== undefined && holder.id !== req.EndpointID) await this.claimAddress(net.spec, a, holder, req.EndpointID);
+      }
       if (this.books.endpointCount(net.spec.id) + (this.deferredCount.get(net.spec.id) ?? 0) >= BRIDGE_MAX_PORTS) {
         throw new BridgeFullError(`bridge ${net.spec.bridge} already has ${BRIDGE_MAX_PORTS} ports, the kernel's limit`);
       }
@@ -367,8 +484,8 @@ export class Driver {
             networkId: req.NetworkID,
             host,
             peer,
-            ipv4: `${addrs.ipv4.ip}/${addrs.ipv4.prefix}`,
-            ipv6: addrs.ipv6 === null ? null : `${addrs.ipv6.ip}/${addrs.ipv6.prefix}`,
+            ipv4,
+            ipv6,
             mac: addrs.mac,
             joined: false,
             exposed: exposedAndPorts.exposed,
@@ -377,7 +494,7 @@ export class Driver {
             createdAt: Date.now(),
           };
           const r = await this.submit(
-            { ip: [{ kind: 'veth-create', host, peer, bridge: net.spec.bridge, mtu: net.spec.mtu }] },
+            { ip: [{ kind: 'veth-create', host, peer, bridge: net.spec.bridge, mtu: net.spec.mtu, group: this.ownerGroup }] },
             { kind: 'endpoint-create', endpointId: req.EndpointID, networkId: req.NetworkID, host, peer },
             (res) => {
               this.books.releaseName(host);
@@ -411,29 +528,87 @@ export class Driver {
     }
   }
 
+  /**
+   * Makes sure no other endpoint of the network holds `address`. dockerd hands an address out
+   * again only when it believes its holder gone, so a holder we still book is left over: from a
+   * dockerd restart (dockerd never sent Leave/DeleteEndpoint for its killed containers), or from a
+   * create whose answer dockerd never got. It is removed — with its published ports, so no
+   * traffic meant for it reaches the new endpoint — unless it is alive. The caller holds the new
+   * endpoint's lane and the shared gate.
+   */
+  private async claimAddress(spec: NetworkSpec, address: string, holder: EndpointRecord, claimant: string): Promise<void> {
+    let state = this.holderState(holder);
+    for (const until = Date.now() + (this.opts.holderVanishWaitMs ?? HOLDER_VANISH_WAIT_MS); state === 'alive' && Date.now() < until; state = this.holderState(holder)) {
+      await sleep(20);
+    }
+    const what = `Address ${address.slice(0, address.indexOf('/'))} is in use by endpoint ${holder.id} on network ${spec.id}`;
+    if (state === 'alive') throw new AddressInUseError(`${what}: it is joined to a container`);
+    if (state === 'young') throw new AddressInUseError(`${what}: it was created ${Date.now() - holder.createdAt} ms ago and is not joined yet; retry later`);
+    if (this.lanes.busy(holder.networkId, holder.id)) throw new AddressInUseError(`${what}: an operation on it is in progress; retry shortly`);
+    this.log.warn({ networkId: spec.id, endpointId: holder.id, claimant, state }, 'removing a left-over endpoint whose address a new endpoint asks for');
+    await this.lanes.run(holder.networkId, holder.id, () => this.removeEndpointNow(holder));
+  }
+
+  private holderState(ep: EndpointRecord): HolderState {
+    if (!this.exec.linkPresent(ep.host)) return 'gone';
+    // Its container end is in a container's namespace, or dockerd has joined it: alive.
+    if (this.joined.has(ep.id) || !this.exec.linkPresent(ep.peer)) return 'alive';
+    return Date.now() - ep.createdAt > (this.opts.staleEndpointGraceMs ?? STALE_ENDPOINT_GRACE_MS) ? 'stale' : 'young';
+  }
+
+  /**
+   * Removes booked endpoints whose host-side veth has vanished (their container's namespace
+   * died). dockerd calls Plugin.Activate on every start, after it killed containers it will never
+   * send Leave/DeleteEndpoint for; and a port or address refusal must not be caused by one of
+   * them. Endpoints with an operation in progress are left to it. Returns how many were removed.
+   */
+  async settleVanished(): Promise<number> {
+    this.checkOpen();
+    const got = this.gate.acquireShared();
+    const release = typeof got === 'function' ? got : await got;
+    try {
+      return await this.settleVanishedHoldingGate();
+    } finally {
+      release();
+    }
+  }
+
+  private async settleVanishedHoldingGate(): Promise<number> {
+    const gone = [...this.books.endpoints.values()].filter((e) => !this.lanes.busy(e.networkId, e.id) && !this.exec.linkPresent(e.host));
+    if (gone.length === 0) return 0;
+    this.log.warn({ endpoints: gone.map((e) => e.id) }, `${gone.length} endpoint(s) whose veth vanished: removed with their published ports`);
+    await Promise.all(gone.map((e) => this.lanes.run(e.networkId, e.id, () => this.removeEndpointNow(e))));
+    return gone.length;
+  }
+
+  /** DeleteEndpoint's kernel work and unbooking; the caller holds the endpoint's lane and the gate. */
+  private async removeEndpointNow(ep: EndpointRecord): Promise<void> {
+    if (this.books.endpoints.get(ep.id) !== ep) return; // removed or changed meanwhile
+    const net = this.books.networks.get(ep.networkId);
+    const fwBefore = net !== undefined && ep.mappings.length > 0 ? planEndpointPortsRemove(ep.id, net.spec, ep.mappings) : undefined;
+    const work: Work = fwBefore === undefined ? { ip: [{ kind: 'veth-delete', host: ep.host }] } : { fwBefore, ip: [{ kind: 'veth-delete', host: ep.host }], conntrack: conntrackFor(ep) };
+    const r = await this.deleteBatcher.submit({
+      work,
+      intent: { kind: 'endpoint-delete', endpointId: ep.id, host: ep.host },
+      teardown: true,
+      settle: (res) => {
+        if (!res.ok) return null;
+        this.ports.release(ep.id);
+        this.joined.delete(ep.id);
+        this.books.deleteEndpoint(ep.id);
+        return { deleteEndpoints: [ep.id] };
+      },
+    });
+    if (!r.ok) throw new KernelError(`failed to delete endpoint ${ep.id}: ${r.message ?? 'unknown error'}`);
+  }
+
   deleteEndpoint(networkId: NetworkId, endpointId: EndpointId): Promise<void> {
     return this.withEndpoint(networkId, endpointId, async () => {
       const ep = this.books.endpoints.get(endpointId);
       // dockerd only logs DeleteEndpoint errors and often deletes the container's end first.
       if (ep === undefined) return;
-      if (this.opts.writeBehindDeletes === true && ep.mappings.length === 0 && this.vethWorkPending()) {
-        this.deleteBehind(ep);
-        return;
-      }
-      const net = this.books.networks.get(ep.networkId);
-      const fwBefore = net !== undefined && ep.mappings.length > 0 ? planEndpointPortsRemove(ep.id, net.spec, ep.mappings) : undefined;
-      const work: Work = fwBefore === undefined ? { ip: [{ kind: 'veth-delete', host: ep.host }] } : { fwBefore, ip: [{ kind: 'veth-delete', host: ep.host }], conntrack: conntrackFor(ep) };
-      const r = await this.deleteBatcher.submit({
-        work,
-        intent: { kind: 'endpoint-delete', endpointId, host: ep.host },
-        settle: (res) => {
-          if (!res.ok) return null;
-          this.ports.release(ep.id);
-          this.books.deleteEndpoint(ep.id);
-          return { deleteEndpoints: [ep.id] };
-        },
-      });
-      if (!r.ok) throw new KernelError(`failed to delete endpoint ${endpointId}: ${r.message ?? 'unknown error'}`);
+      if (this.opts.writeBehindDeletes === true && ep.mappings.length === 0 && this.vethWorkPending() && this.deleteBehind(ep)) return;
+      await this.removeEndpointNow(ep);
     });
   }
 
@@ -451,10 +626,15 @@ export class Driver {
    * before the kernel work leaves the intent, and reconciliation deletes the veth; a failed
    * deletion keeps the intent too (logged), so the next reconciliation retries it.
    */
-  private deleteBehind(ep: EndpointRecord): void {
+  private deleteBehind(ep: EndpointRecord): boolean {
     const intentId = this.nextOwnIntentId--;
-    this.store.writeIntent({ batchId: intentId, createdAt: Date.now(), items: [{ kind: 'endpoint-delete', endpointId: ep.id, host: ep.host }] });
-    this.store.commit({ deleteEndpoints: [ep.id] });
+    try {
+      this.store.writeIntent({ batchId: intentId, createdAt: Date.now(), items: [{ kind: 'endpoint-delete', endpointId: ep.id, host: ep.host }] });
+      this.writeBooks({ deleteEndpoints: [ep.id] }, null);
+    } catch {
+      return false; // the deletion cannot be made durable first: do it synchronously instead
+    }
+    this.joined.delete(ep.id);
     this.books.deleteEndpoint(ep.id);
     this.ports.release(ep.id);
     this.books.reserveName(ep.host);
@@ -480,6 +660,7 @@ export class Driver {
         else this.deferredCount.delete(ep.networkId);
       });
     this.deferred.add(done);
+    return true;
   }
 
   private vethWorkPending(): boolean {
@@ -497,6 +678,7 @@ export class Driver {
       if (ep === undefined) throw new EndpointNotFoundError(`endpoint ${endpointId} not found`);
       const net = this.books.networks.get(ep.networkId);
       if (net === undefined) throw new NetworkNotFoundError(`network ${ep.networkId} not found`);
+      this.joined.add(ep.id);
       const resp: JoinResponse = {
         InterfaceName: { SrcName: ep.peer, DstPrefix: net.spec.ifacePrefix },
         StaticRoutes: [],
@@ -512,8 +694,10 @@ export class Driver {
   }
 
   leave(networkId: NetworkId, endpointId: EndpointId): Promise<void> {
-    // Nothing of ours changes on Leave: libnetwork moves the interface back itself.
-    return this.withEndpoint(networkId, endpointId, async () => undefined);
+    // Nothing of ours changes in the kernel on Leave: libnetwork moves the interface back itself.
+    return this.withEndpoint(networkId, endpointId, async () => {
+      this.joined.delete(endpointId);
+    });
   }
 
   endpointOperInfo(networkId: NetworkId, endpointId: EndpointId): Promise<{ Value: Record<string, unknown> }> {
@@ -560,7 +744,7 @@ export class Driver {
         await this.revokeNow(ep, net.spec);
         cur = this.books.endpoints.get(endpointId) ?? ep;
       }
-      const mappings = await this.ports.allocate(ep.id, net.spec, cur, requested.requested as readonly PortRequest[]);
+      const mappings = await this.allocatePorts(ep.id, net.spec, cur, requested.requested as readonly PortRequest[]);
       const fwAfter = planEndpointPortsAdd(ep.id, net.spec, mappings);
       const r = await this.submit({ fwAfter }, { kind: 'ports-program', endpointId, mappings }, (res) => {
         if (!res.ok) return null;
@@ -573,6 +757,16 @@ export class Driver {
         throw new KernelError(`failed to program external connectivity: ${r.message ?? 'unknown error'}`);
       }
     });
+  }
+
+  /** Host ports for an endpoint; a port held by an endpoint whose veth vanished is freed first. */
+  private async allocatePorts(id: string, spec: NetworkSpec, ep: EndpointRecord, requested: readonly PortRequest[]): Promise<PortMapping[]> {
+    try {
+      return await this.ports.allocate(id, spec, ep, requested);
+    } catch (err) {
+      if (!(err instanceof PortAllocatedError) || (await this.settleVanishedHoldingGate()) === 0) throw err;
+      return await this.ports.allocate(id, spec, ep, requested);
+    }
   }
 
   revokeExternalConnectivity(networkId: NetworkId, endpointId: EndpointId): Promise<void> {
@@ -598,8 +792,21 @@ export class Driver {
         this.books.putEndpoint(next);
         return { putEndpoints: [next] };
       },
+      true,
     );
     if (!r.ok) throw new KernelError(`failed to revoke external connectivity: ${r.message ?? 'unknown error'}`);
+  }
+
+  /**
+   * Owner tags whose firewall rules may be changing right now (endpoints with an operation in
+   * flight), or null while network-wide work (a network created or deleted, reconciliation) is
+   * in progress. The firewall watchdog leaves those out of its comparison.
+   */
+  changingFirewallOwners(): Set<string> | null {
+    if (this.gate.exclusiveActive) return null;
+    const out = new Set<string>();
+    for (const id of this.lanes.activeEndpoints()) out.add(epTag(id));
+    return out;
   }
 
   /** Bindings of every endpoint (for `batchbridge ports`). */
@@ -618,12 +825,52 @@ export class Driver {
       tools: this.opts.tools,
       ports: this.ports,
       log: this.log,
+      ownerGroup: this.ownerGroup,
     };
   }
 
   async close(): Promise<void> {
+    if (this.booksRetry !== null) clearTimeout(this.booksRetry);
+    this.booksRetry = null;
+    this.flushUnsavedBooks();
     await this.ports.close();
   }
+}
+
+/** What a user's bridge gets back when our network leaves it: our addresses gone, its down state. */
+function releaseUserBridge(bridge: string, addedAddrs: readonly string[], restoreDown: boolean): IpOp[] {
+  if (addedAddrs.length === 0 && !restoreDown) return [];
+  return [{ kind: 'bridge-addrs-remove', bridge, addrs: addedAddrs, ...(restoreDown ? { down: true } : {}) }];
+}
+
+interface EndpointRequestFacts {
+  readonly networkId: string;
+  readonly ipv4: string;
+  readonly ipv6: string | null;
+  readonly mac: string;
+  readonly requested: readonly unknown[];
+  readonly exposed: readonly unknown[];
+}
+
+/** The first field in which a booked endpoint differs from a CreateEndpoint request, or null. */
+function endpointDifference(e: EndpointRecord, r: EndpointRequestFacts): string | null {
+  if (e.networkId !== r.networkId) return 'NetworkID';
+  if (e.ipv4 !== r.ipv4) return 'Interface.Address';
+  if (e.ipv6 !== r.ipv6) return 'Interface.AddressIPv6';
+  if (e.mac !== r.mac) return 'Interface.MacAddress';
+  if (JSON.stringify(e.requested) !== JSON.stringify(r.requested)) return 'com.docker.network.portmap';
+  if (JSON.stringify(e.exposed) !== JSON.stringify(r.exposed)) return 'com.docker.network.endpoint.exposedports';
+  return null;
+}
+
+/** The ids an intent concerns, for log lines. */
+function idsOf(intent: IntentItem | null): { networkId?: string; endpointId?: string } {
+  if (intent === null) return {};
+  return 'endpointId' in intent ? { endpointId: intent.endpointId } : { networkId: intent.networkId };
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
 }
 
 function protoNumber(p: string): number {

@@ -3,7 +3,7 @@
 // built-in chains are made present exactly once. Used at start, after a restart or crash, and
 // when the watchdog finds our rules gone (someone ran `iptables -F` or reloaded a firewall).
 import type { RuleLine } from '../batching/ops.js';
-import { addLine, baseChains, HEADS, HOOKS, networkRuleSpecs, planHooks, readHookState, renderRestorePayload } from '../batching/plan-firewall.js';
+import { addLine, baseChains, HOOKS, networkRuleSpecs, planHooks, readHookState, renderRestorePayload } from '../batching/plan-firewall.js';
 import { planEndpointPortsAdd } from '../batching/plan-ports.js';
 import { KernelError } from '../errors.js';
 import type { KernelExecutor } from '../workers/pool.js';
@@ -37,33 +37,88 @@ export async function syncFirewall(exec: KernelExecutor, tools: ToolPaths, books
   }
 }
 
-/** `iptables` / `ip6tables` next to the configured iptables-save. */
-function listTool(tools: ToolPaths, family: 4 | 6): string {
-  const save = family === 4 ? tools.iptablesSave : tools.ip6tablesSave;
-  return save.replace(/-save$/, '');
+const TAG = /--comment "?(bb:(?:net|ep)=[A-Za-z0-9_-]+)"?/;
+const HOOK_LINES: ReadonlyMap<string, string> = new Map(Object.values(HOOKS).map((h) => [`-A ${h.spec}`, h.table]));
+
+/** The owner tag of a rule line, or "-" for our chains' fixed rules. */
+export function ruleTag(line: string): string {
+  return TAG.exec(line)?.[1] ?? '-';
 }
 
 /**
- * True when our hooks and the fixed heads of our chains are all in place. Cheap on purpose: it
- * lists only the built-in chains we hook into and the first rule of BB-FORWARD and BB-DNAT
- * (`iptables -S CHAIN` reads one chain; `iptables-save` would read every DNAT rule), about 3 ms
- * per listing whatever the number of bindings. A flush of a table (`iptables -F`, `-t nat -F`,
- * a firewall reload) removes our hooks; a flush of BB-FORWARD or BB-DNAT removes their head.
+ * How many rules of each owner each of our chains holds, and how many copies of each hook rule
+ * the built-in chains hold, from `iptables-save` output: "<table> <chain> <tag>" → count.
  */
-export async function firewallIntact(exec: KernelExecutor, tools: ToolPaths): Promise<boolean> {
-  const checks: Array<Promise<boolean>> = [];
-  for (const family of [4, 6] as const) {
-    const bin = listTool(tools, family);
-    for (const hook of Object.values(HOOKS)) {
-      const chain = hook.spec.slice(0, hook.spec.indexOf(' '));
-      checks.push(
-        exec.exec(bin, ['-w', '-t', hook.table, '-S', chain]).then((r) => r.exitCode === 0 && r.stdout.split('\n').filter((l) => l === `-A ${hook.spec}`).length === 1),
-      );
-    }
-    for (const [table, head] of [['filter', HEADS.forward], ['nat', HEADS.dnat]] as const) {
-      const chain = head.split(' ')[1] as string;
-      checks.push(exec.exec(bin, ['-w', '-t', table, '-S', chain, '1']).then((r) => r.exitCode === 0 && r.stdout.trim() === head));
-    }
+export function censusOfSave(save: string): Map<string, number> {
+  const out = new Map<string, number>();
+  let table = '';
+  for (const l of save.split('\n')) {
+    if (l.startsWith('*')) table = l.slice(1);
+    else if (l.startsWith('-A BB-')) bump(out, `${table} ${l.slice(3, l.indexOf(' ', 3))} ${ruleTag(l)}`);
+    else if (HOOK_LINES.get(l) === table) bump(out, `${table} hook ${l}`);
   }
-  return (await Promise.all(checks)).every(Boolean);
+  return out;
+}
+
+/** The same census as the books want it. Inserted rules ("-I CHAIN 1 …") count like appended ones. */
+export function censusOfBooks(books: Books, family: 4 | 6): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const r of desiredRules(books, family)) {
+    if (!r.line.startsWith('-A ') && !r.line.startsWith('-I ')) continue;
+    bump(out, `${r.table} ${r.line.slice(3, r.line.indexOf(' ', 3))} ${ruleTag(r.line)}`);
+  }
+  for (const [line, table] of HOOK_LINES) out.set(`${table} hook ${line}`, 1);
+  return out;
+}
+
+function bump(m: Map<string, number>, k: string): void {
+  m.set(k, (m.get(k) ?? 0) + 1);
+}
+
+export interface CensusDifference {
+  /** "<table> <chain> <tag>" or "<table> hook <rule>" */
+  readonly key: string;
+  readonly have: number;
+  readonly want: number;
+}
+
+/** Census keys that differ, ignoring owners `skip` names (their rules may be changing right now). */
+export function censusDiff(have: ReadonlyMap<string, number>, want: ReadonlyMap<string, number>, skip: (tag: string) => boolean = () => false): CensusDifference[] {
+  const out: CensusDifference[] = [];
+  for (const key of new Set([...have.keys(), ...want.keys()])) {
+    if (skip(key.slice(key.lastIndexOf(' ') + 1))) continue;
+    const h = have.get(key) ?? 0;
+    const w = want.get(key) ?? 0;
+    if (h !== w) out.push({ key, have: h, want: w });
+  }
+  return out;
+}
+
+/**
+ * The watchdog's check: every rule of ours, counted per chain and owner, against the books — one
+ * `iptables-save` per family, whatever the number of bindings, so a partial flush of any of our
+ * chains (one DNAT bucket, the masquerade chain) shows, not only a flushed table. `changing` is
+ * asked before and after the kernel is read: owners whose rules may be changing meanwhile are
+ * left out; null means network-wide work is in progress and nothing can be concluded.
+ */
+export async function firewallDrift(
+  exec: Pick<KernelExecutor, 'exec'>,
+  tools: ToolPaths,
+  books: Books,
+  changing: () => ReadonlySet<string> | null,
+): Promise<CensusDifference[] | null> {
+  const before = changing();
+  if (before === null) return null;
+  const saves: string[] = [];
+  for (const family of [4, 6] as const) {
+    const save = await exec.exec(family === 4 ? tools.iptablesSave : tools.ip6tablesSave, []);
+    if (save.exitCode !== 0) throw new KernelError(`cannot read the firewall: ${save.stderr.trim() || save.spawnError || 'failed'}`);
+    saves.push(save.stdout);
+  }
+  const after = changing();
+  if (after === null) return null;
+  const skip = (tag: string): boolean => before.has(tag) || after.has(tag);
+  return ([4, 6] as const).flatMap((family, i) =>
+    censusDiff(censusOfSave(saves[i] ?? ''), censusOfBooks(books, family), skip).map((d) => ({ ...d, key: `IPv${family} ${d.key}` })),
+  );
 }

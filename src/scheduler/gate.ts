@@ -24,6 +24,11 @@ export class FifoGate {
     return this.waiters.length;
   }
 
+  /** An exclusive holder runs, or one waits: network-wide work is in progress. */
+  get exclusiveActive(): boolean {
+    return this.exclusive || this.waiters.some((w) => w.exclusive);
+  }
+
   acquireShared(): Promise<Release> | Release {
     // Fast path without a promise: the hot path takes this on every endpoint request.
     if (!this.exclusive && this.waiters.length === 0) {

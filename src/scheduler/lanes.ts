@@ -28,6 +28,16 @@ export class Lanes {
     return next;
   }
 
+  /** True while an operation of this endpoint is queued or running. */
+  busy(networkId: string, endpointId: string): boolean {
+    return this.tails.get(networkId)?.has(endpointId) === true;
+  }
+
+  /** Endpoints with an operation queued or running. */
+  *activeEndpoints(): Iterable<string> {
+    for (const l of this.tails.values()) yield* l.keys();
+  }
+
   /** Operations in flight (for the queue-depth backpressure check). */
   get active(): number {
     let n = 0;

@@ -16,10 +16,11 @@
 //  - A booked endpoint whose host veth is gone (the container's netns died and the kernel took
 //    the pair with it) is unbooked, its published ports released. A later DeleteEndpoint for it
 //    is a no-op success, as for any unknown endpoint.
-//  - Orphans: a veth named like ours (veth + 7 hex) on one of our bridges, or named by an
-//    unfinished intent, that no booked endpoint owns; a bridge named bb-* (our default names) or
-//    created by an unfinished intent that no booked network uses. One plugin instance per
-//    network namespace owns the bb-* names.
+//  - Ownership: what we create carries our mark, a link group of its own per set of books
+//    (StateStore.ownerGroup). An orphan is an interface with our mark that the books do not
+//    explain; nothing is ever removed because of its name. A user's bridge, the veths on it that
+//    are not ours, an operator's `bb-lan`: never touched. Booked interfaces that predate the mark
+//    get it (the books say they are ours).
 //  - Rules: our chains are rewritten from the books (syncFirewall) whenever the rules in them,
 //    counted per owner tag (bb:net=… / bb:ep=…), differ from what the books want.
 import type { Logger } from 'pino';
@@ -27,7 +28,7 @@ import type { SysctlWrite } from '../batching/ops.js';
 import { parseIpErrors } from '../batching/plan-ip.js';
 import { readHookState } from '../batching/plan-firewall.js';
 import { parseCidr } from '../domain/addr.js';
-import { isValidIfName, VETH_NAME_RE } from '../domain/names.js';
+import { isValidIfName } from '../domain/names.js';
 import { KernelError } from '../errors.js';
 import type { EndpointRecord, Intent, NetworkRecord } from '../state/records.js';
 import type { BookChanges, StateStore } from '../state/store.js';
@@ -43,9 +44,6 @@ import type { PortAllocator } from './ports.js';
 /** Link group for reconciliation's veth deletions (the batcher uses 0x62620000..0x62620fff). */
 export const RECONCILE_LINK_GROUP = 0x62621000;
 
-/** Default bridge names (bb-<12 chars of the network id>): ours by construction. */
-const OUR_BRIDGE_RE = /^bb-[A-Za-z0-9_-]{1,12}$/;
-
 // ------------------------------------------------------------------------------------- input
 
 export interface KernelLink {
@@ -55,6 +53,8 @@ export interface KernelLink {
   readonly up: boolean;
   /** "ip/prefix", canonical */
   readonly addrs: readonly string[];
+  /** link group (0: default); ours when it is our ownership mark */
+  readonly group?: number;
 }
 
 export interface KernelSnapshot {
@@ -66,6 +66,10 @@ export interface ReconcileInput {
   readonly endpoints: readonly EndpointRecord[];
   readonly intents: readonly Intent[];
   readonly kernel: KernelSnapshot;
+  /** our ownership mark (link group) */
+  readonly ownerGroup: number;
+  /** word the findings as what would be done */
+  readonly dryRun?: boolean;
 }
 
 // ------------------------------------------------------------------------------------ output
@@ -82,6 +86,7 @@ export type FindingKind =
   | 'endpoint-vanished'
   | 'orphan-veth'
   | 'orphan-bridge'
+  | 'ownership-mark'
   | 'firewall-drift'
   | 'error';
 
@@ -135,225 +140,268 @@ function safe(name: string): string {
 
 /** Pure: what is wrong and how to fix it. Does not touch the kernel, the store or the books. */
 export function planReconcile(input: ReconcileInput): ReconcilePlan {
-  const { kernel } = input;
-  const findings: Finding[] = [];
-  const note = (kind: FindingKind, subject: string, detail: string): void => void findings.push({ kind, subject, detail });
+  const st = new PlanState(input);
+  resolveIntents(st);
+  checkNetworks(st);
+  checkEndpoints(st);
+  findOrphans(st);
+  return st.finish();
+}
 
-  // Books as they will be once the intents are resolved.
-  const networks = new Map(input.networks.map((n) => [n.spec.id as string, n]));
-  const endpoints = new Map(input.endpoints.map((e) => [e.id, e]));
-  const deleteEndpoints = new Set<string>();
-  const deleteNetworks = new Set<string>();
-  const putNetworks = new Map<string, NetworkRecord>();
-  const putEndpoints = new Map<string, EndpointRecord>();
-  const clearIntents: number[] = [];
+/** Working state of one planning run: the books as they will be, the fixes so far. */
+class PlanState {
+  readonly findings: Finding[] = [];
+  readonly networks: Map<string, NetworkRecord>;
+  readonly endpoints: Map<string, EndpointRecord>;
+  readonly deleteEndpoints = new Set<string>();
+  readonly deleteNetworks = new Set<string>();
+  readonly putNetworks = new Map<string, NetworkRecord>();
+  readonly putEndpoints = new Map<string, EndpointRecord>();
+  readonly clearIntents: number[] = [];
+  /** host-side veth names to delete (one link group, one RCU wait) */
+  readonly vethDeletes = new Set<string>();
+  readonly bridgeDeletes = new Set<string>();
+  /** bridges an interrupted intent made that no booked network uses */
+  readonly candidateOrphanBridges = new Set<string>();
+  /** lines that create bridges (first in the script) */
+  readonly early: string[] = [];
+  /** addresses, enslaving, up/down, marks (after the veth removals) */
+  readonly late: string[] = [];
+  readonly sysctls: SysctlWrite[] = [];
 
-  const vethDeletes = new Set<string>(); // host-side (or lone) veth names to delete
-  const bridgeDeletes = new Set<string>();
-  const addrRemovals: Array<[string, string]> = []; // [bridge, addr] on user bridges
-  const candidateOrphanBridges = new Set<string>(); // bridges an intent created and nobody books
-
-  const unbookEndpoint = (id: string): void => {
-    endpoints.delete(id);
-    putEndpoints.delete(id);
-    deleteEndpoints.add(id);
-  };
-  const unbookNetwork = (id: string): void => {
-    for (const e of [...endpoints.values()]) if (e.networkId === id) unbookEndpoint(e.id);
-    networks.delete(id);
-    putNetworks.delete(id);
-    deleteNetworks.add(id);
-  };
-
-  // 1. Unfinished intents (oldest first).
-  for (const intent of [...input.intents].sort((a, b) => a.createdAt - b.createdAt || a.batchId - b.batchId)) {
-    for (const it of intent.items) {
-      switch (it.kind) {
-        case 'endpoint-create': {
-          const booked = endpoints.get(it.endpointId);
-          if (booked !== undefined && booked.host === it.host) {
-            // Finished after all (only the intent's removal failed): make sure the row is on disk.
-            putEndpoints.set(booked.id, booked);
-            break;
-          }
-          // Deleting either end removes the pair; the peer alone only if the host end is gone.
-          const end = kernel.links.has(it.host) ? it.host : kernel.links.has(it.peer) ? it.peer : null;
-          if (end !== null && isValidIfName(end)) vethDeletes.add(end);
-          note('intent-undone', it.endpointId, `endpoint creation was interrupted (batch ${intent.batchId}): never booked; its veth ${it.host} is removed if present`);
-          break;
-        }
-        case 'endpoint-delete': {
-          const booked = endpoints.get(it.endpointId);
-          if (booked !== undefined) {
-            unbookEndpoint(it.endpointId);
-            note('intent-finished', it.endpointId, `endpoint deletion was interrupted (batch ${intent.batchId}): finished (veth ${booked.host} removed, endpoint unbooked)`);
-          }
-          if (kernel.links.has(it.host) && isValidIfName(it.host)) vethDeletes.add(it.host);
-          break;
-        }
-        case 'ports-program': {
-          note('intent-undone', it.endpointId, `port programming was interrupted (batch ${intent.batchId}): the endpoint's rules are rolled back to the books`);
-          break;
-        }
-        case 'ports-revoke': {
-          const booked = endpoints.get(it.endpointId);
-          if (booked !== undefined && booked.mappings.length > 0) {
-            const next: EndpointRecord = { ...booked, mappings: [] };
-            endpoints.set(booked.id, next);
-            putEndpoints.set(booked.id, next);
-            note('intent-finished', it.endpointId, `port revocation was interrupted (batch ${intent.batchId}): finished (${booked.mappings.length} binding(s) released)`);
-          }
-          break;
-        }
-        case 'network-create': {
-          const bookedNet = networks.get(it.networkId);
-          if (bookedNet !== undefined) {
-            putNetworks.set(bookedNet.spec.id, bookedNet);
-            break;
-          }
-          // Older intents did not say whether the bridge was ours: only a default name is.
-          const created = it.createdBridge ?? OUR_BRIDGE_RE.test(it.bridge);
-          const usedByOther = [...networks.values()].some((n) => n.spec.bridge === it.bridge);
-          if (created && !usedByOther) {
-            if (kernel.links.has(it.bridge)) candidateOrphanBridges.add(it.bridge);
-          } else if (!created && !usedByOther && kernel.links.has(it.bridge)) {
-            for (const a of it.addrs ?? []) if (kernel.links.get(it.bridge)?.addrs.includes(normAddr(a))) addrRemovals.push([it.bridge, a]);
-          }
-          note('intent-undone', it.networkId, `network creation was interrupted (batch ${intent.batchId}): never booked; ${created ? `bridge ${it.bridge} removed if present` : `addresses we added to ${it.bridge} removed`}`);
-          break;
-        }
-        case 'network-delete': {
-          const booked = networks.get(it.networkId);
-          if (booked !== undefined) {
-            const eps = [...endpoints.values()].filter((e) => e.networkId === it.networkId);
-            for (const e of eps) if (kernel.links.has(e.host)) vethDeletes.add(e.host);
-            if (booked.createdBridge) {
-              if (kernel.links.has(booked.spec.bridge)) bridgeDeletes.add(booked.spec.bridge);
-            } else if (kernel.links.has(booked.spec.bridge)) {
-              for (const a of booked.addedAddrs) if (kernel.links.get(booked.spec.bridge)?.addrs.includes(normAddr(a))) addrRemovals.push([booked.spec.bridge, a]);
-            }
-            unbookNetwork(it.networkId);
-            note('intent-finished', it.networkId, `network deletion was interrupted (batch ${intent.batchId}): finished (${eps.length} endpoint(s), bridge ${booked.spec.bridge})`);
-          } else if ((it.createdBridge ?? OUR_BRIDGE_RE.test(it.bridge)) && kernel.links.has(it.bridge)) {
-            candidateOrphanBridges.add(it.bridge);
-          }
-          break;
-        }
-      }
-    }
-    clearIntents.push(intent.batchId);
+  constructor(readonly input: ReconcileInput) {
+    this.networks = new Map(input.networks.map((n) => [n.spec.id as string, n]));
+    this.endpoints = new Map(input.endpoints.map((e) => [e.id, e]));
   }
 
-  // 2. Booked networks: bridge present, a bridge, up, addressed.
-  const bookedBridges = new Map<string, NetworkRecord>();
-  for (const n of networks.values()) bookedBridges.set(n.spec.bridge, n);
-  const lines: string[] = [];
-  const sysctls: SysctlWrite[] = [];
-  const late: string[] = [];
-  const recreated = new Set<string>();
-  for (const n of networks.values()) {
+  link(name: string): KernelLink | undefined {
+    return this.input.kernel.links.get(name);
+  }
+
+  /** Carries our ownership mark: we made it. */
+  ours(name: string): boolean {
+    return this.link(name)?.group === this.input.ownerGroup;
+  }
+
+  note(kind: FindingKind, subject: string, detail: string): void {
+    this.findings.push({ kind, subject, detail });
+  }
+
+  /** "removed" in a real run, "would remove" in a dry run. */
+  act(done: string, would: string): string {
+    return this.input.dryRun === true ? would : done;
+  }
+
+  unbookEndpoint(id: string): void {
+    this.endpoints.delete(id);
+    this.putEndpoints.delete(id);
+    this.deleteEndpoints.add(id);
+  }
+
+  unbookNetwork(id: string): void {
+    for (const e of [...this.endpoints.values()]) if (e.networkId === id) this.unbookEndpoint(e.id);
+    this.networks.delete(id);
+    this.putNetworks.delete(id);
+    this.deleteNetworks.add(id);
+  }
+
+  /** Lines that give a user's bridge back: our addresses off it, down again if it was. */
+  releaseUserBridge(bridge: string, addrs: readonly string[], restoreDown: boolean): void {
+    const l = this.link(bridge);
+    if (l === undefined || [...this.networks.values()].some((n) => n.spec.bridge === bridge)) return;
+    for (const a of addrs) if (l.addrs.includes(normAddr(a))) this.late.push(`address del ${normAddr(a)} dev ${safe(bridge)}`);
+    if (restoreDown && l.up) this.late.push(`link set dev ${safe(bridge)} down`);
+  }
+
+  finish(): ReconcilePlan {
+    // Never delete what a booked endpoint owns (an intent may name a veth that got booked later).
+    for (const e of this.endpoints.values()) this.vethDeletes.delete(e.host);
+    // Script order: new bridges, then veth removals (one link group, one RCU wait), then
+    // addresses/enslaving/up, then bridge removals.
+    const script: string[] = [...this.early];
+    if (this.vethDeletes.size > 0) {
+      for (const v of this.vethDeletes) script.push(`link set dev ${safe(v)} group ${RECONCILE_LINK_GROUP}`);
+      script.push(`link del group ${RECONCILE_LINK_GROUP}`);
+    }
+    script.push(...this.late);
+    for (const b of this.bridgeDeletes) script.push(`link del dev ${safe(b)}`);
+    return {
+      findings: this.findings,
+      ipLines: script,
+      sysctls: this.sysctls,
+      deleteEndpoints: [...this.deleteEndpoints],
+      deleteNetworks: [...this.deleteNetworks],
+      putNetworks: [...this.putNetworks.values()],
+      putEndpoints: [...this.putEndpoints.values()],
+      clearIntents: this.clearIntents,
+    };
+  }
+}
+
+/** 1. Unfinished intents, oldest first: undo creations, finish deletions. */
+function resolveIntents(st: PlanState): void {
+  for (const intent of [...st.input.intents].sort((a, b) => a.createdAt - b.createdAt || a.batchId - b.batchId)) {
+    for (const it of intent.items) resolveIntentItem(st, it, intent.batchId);
+    st.clearIntents.push(intent.batchId);
+  }
+}
+
+function resolveIntentItem(st: PlanState, it: Intent['items'][number], batch: number): void {
+  switch (it.kind) {
+    case 'endpoint-create': {
+      const booked = st.endpoints.get(it.endpointId);
+      if (booked !== undefined && booked.host === it.host) {
+        // Finished after all (only the intent's removal failed): make sure the row is on disk.
+        st.putEndpoints.set(booked.id, booked);
+        return;
+      }
+      // Only a veth with our mark: the name may have been someone else's all along ("File exists").
+      if (st.ours(it.host)) st.vethDeletes.add(it.host);
+      st.note('intent-undone', it.endpointId, `endpoint creation was interrupted (batch ${batch}): never booked; its veth ${it.host} ${st.act('is removed if present', 'would be removed if present')}`);
+      return;
+    }
+    case 'endpoint-delete': {
+      const booked = st.endpoints.get(it.endpointId);
+      if (booked !== undefined) {
+        st.unbookEndpoint(it.endpointId);
+        st.note('intent-finished', it.endpointId, `endpoint deletion was interrupted (batch ${batch}): ${st.act('finished', 'would be finished')} (veth ${booked.host} removed, endpoint unbooked)`);
+      }
+      if ((booked?.host === it.host && st.link(it.host) !== undefined) || st.ours(it.host)) st.vethDeletes.add(it.host);
+      return;
+    }
+    case 'ports-program':
+      st.note('intent-undone', it.endpointId, `port programming was interrupted (batch ${batch}): the endpoint's rules ${st.act('are', 'would be')} rolled back to the books`);
+      return;
+    case 'ports-revoke': {
+      const booked = st.endpoints.get(it.endpointId);
+      if (booked !== undefined && booked.mappings.length > 0) {
+        const next: EndpointRecord = { ...booked, mappings: [] };
+        st.endpoints.set(booked.id, next);
+        st.putEndpoints.set(booked.id, next);
+        st.note('intent-finished', it.endpointId, `port revocation was interrupted (batch ${batch}): ${st.act('finished', 'would be finished')} (${booked.mappings.length} binding(s) released)`);
+      }
+      return;
+    }
+    case 'network-create': {
+      const bookedNet = st.networks.get(it.networkId);
+      if (bookedNet !== undefined) {
+        st.putNetworks.set(bookedNet.spec.id, bookedNet);
+        return;
+      }
+      const usedByOther = [...st.networks.values()].some((n) => n.spec.bridge === it.bridge);
+      // An intent that does not say the bridge was ours (older books) counts as the user's.
+      if (it.createdBridge === true) {
+        if (!usedByOther && st.ours(it.bridge)) st.candidateOrphanBridges.add(it.bridge);
+      } else {
+        st.releaseUserBridge(it.bridge, it.addrs ?? [], it.restoreDown === true);
+      }
+      st.note('intent-undone', it.networkId, `network creation was interrupted (batch ${batch}): never booked; ${it.createdBridge === true ? `bridge ${it.bridge} ${st.act('removed if present', 'would be removed if present')}` : `addresses we added to ${it.bridge} ${st.act('removed', 'would be removed')}`}`);
+      return;
+    }
+    case 'network-delete': {
+      const booked = st.networks.get(it.networkId);
+      if (booked === undefined) {
+        if (it.createdBridge === true && st.ours(it.bridge)) st.candidateOrphanBridges.add(it.bridge);
+        return;
+      }
+      const eps = [...st.endpoints.values()].filter((e) => e.networkId === it.networkId);
+      for (const e of eps) if (st.link(e.host) !== undefined) st.vethDeletes.add(e.host);
+      st.unbookNetwork(it.networkId);
+      if (booked.createdBridge) {
+        if (st.link(booked.spec.bridge) !== undefined) st.bridgeDeletes.add(booked.spec.bridge);
+      } else {
+        st.releaseUserBridge(booked.spec.bridge, booked.addedAddrs, booked.restoreDown === true);
+      }
+      st.note('intent-finished', it.networkId, `network deletion was interrupted (batch ${batch}): ${st.act('finished', 'would be finished')} (${eps.length} endpoint(s), bridge ${booked.spec.bridge})`);
+      return;
+    }
+  }
+}
+
+/** 2. Booked networks: bridge present, a bridge, up, addressed, marked if we made it. */
+function checkNetworks(st: PlanState): void {
+  const mark = st.input.ownerGroup;
+  for (const n of st.networks.values()) {
     const br = n.spec.bridge;
-    const link = kernel.links.get(br);
+    const link = st.link(br);
     if (link === undefined) {
       const rec: NetworkRecord = n.createdBridge ? n : { ...n, createdBridge: true, addedAddrs: [] };
-      if (!n.createdBridge) putNetworks.set(n.spec.id, rec);
-      lines.push(`link add name ${safe(br)} address ${n.spec.bridgeMac}${n.spec.mtu > 0 ? ` mtu ${n.spec.mtu}` : ''} type bridge`);
-      recreated.add(br);
-      sysctls.push(...networkSysctls(n.spec));
-      for (const a of bridgeAddrs(n.spec)) late.push(`address add ${normAddr(a)} dev ${br}`);
-      late.push(`link set dev ${br} up`);
-      note('bridge-missing', br, `bridge of network ${n.spec.id} is missing: re-created with its addresses${n.createdBridge ? '' : ' (the user-made bridge was gone; it is ours now and goes with the network)'}`);
+      if (!n.createdBridge) st.putNetworks.set(n.spec.id, rec);
+      st.early.push(`link add name ${safe(br)} group ${mark} address ${n.spec.bridgeMac}${n.spec.mtu > 0 ? ` mtu ${n.spec.mtu}` : ''} type bridge`);
+      st.sysctls.push(...networkSysctls(n.spec));
+      for (const a of bridgeAddrs(n.spec)) st.late.push(`address add ${normAddr(a)} dev ${br}`);
+      st.late.push(`link set dev ${br} up`);
+      st.note('bridge-missing', br, `bridge of network ${n.spec.id} is missing: ${st.act('re-created', 'would be re-created')} with its addresses${n.createdBridge ? '' : ' (the user-made bridge was gone; it is ours now and goes with the network)'}`);
       continue;
     }
     if (link.kind !== 'bridge') {
-      note('bridge-not-a-bridge', br, `interface ${br} of network ${n.spec.id} is a ${link.kind ?? 'plain device'}, not a bridge: cannot fix, remove it by hand`);
+      st.note('bridge-not-a-bridge', br, `interface ${br} of network ${n.spec.id} is a ${link.kind ?? 'plain device'}, not a bridge: cannot fix, remove it by hand`);
       continue;
+    }
+    if (n.createdBridge && link.group !== mark) {
+      st.late.push(`link set dev ${safe(br)} group ${mark}`);
+      st.note('ownership-mark', br, `bridge of network ${n.spec.id} lacks our ownership mark (made by an older version): ${st.act('marked', 'would be marked')}`);
     }
     const wanted = n.createdBridge ? bridgeAddrs(n.spec) : n.addedAddrs;
     for (const a of wanted) {
       const na = normAddr(a);
       if (!link.addrs.includes(na)) {
-        late.push(`address add ${na} dev ${safe(br)}`);
-        note('address-missing', br, `address ${na} of network ${n.spec.id} is missing: added`);
+        st.late.push(`address add ${na} dev ${safe(br)}`);
+        st.note('address-missing', br, `address ${na} of network ${n.spec.id} is missing: ${st.act('added', 'would be added')}`);
       }
     }
     if (!link.up) {
-      late.push(`link set dev ${safe(br)} up`);
-      note('bridge-down', br, `bridge of network ${n.spec.id} is down: set up`);
+      st.late.push(`link set dev ${safe(br)} up`);
+      st.note('bridge-down', br, `bridge of network ${n.spec.id} is down: ${st.act('set up', 'would be set up')}`);
     }
   }
+}
 
-  // 3. Booked endpoints: host veth present and on its bridge.
-  for (const e of [...endpoints.values()]) {
-    const net = networks.get(e.networkId);
+/** 3. Booked endpoints: host veth present, on its bridge, marked. */
+function checkEndpoints(st: PlanState): void {
+  for (const e of [...st.endpoints.values()]) {
+    const net = st.networks.get(e.networkId);
+    const link = st.link(e.host);
     if (net === undefined) {
-      unbookEndpoint(e.id);
-      if (kernel.links.has(e.host)) vethDeletes.add(e.host);
-      note('orphan-veth', e.id, `endpoint ${e.id} belongs to no booked network: unbooked, veth ${e.host} removed`);
+      st.unbookEndpoint(e.id);
+      if (link !== undefined) st.vethDeletes.add(e.host);
+      st.note('orphan-veth', e.id, `endpoint ${e.id} belongs to no booked network: ${st.act('unbooked, veth removed', 'would be unbooked, veth removed')} (${e.host})`);
       continue;
     }
-    const link = kernel.links.get(e.host);
     if (link === undefined) {
-      unbookEndpoint(e.id);
-      note('endpoint-vanished', e.id, `veth ${e.host} of endpoint ${e.id} is gone (its container's namespace died): endpoint unbooked${e.mappings.length > 0 ? `, ${e.mappings.length} binding(s) released` : ''}`);
+      st.unbookEndpoint(e.id);
+      st.note('endpoint-vanished', e.id, `veth ${e.host} of endpoint ${e.id} is gone (its container's namespace died): endpoint ${st.act('unbooked', 'would be unbooked')}${e.mappings.length > 0 ? `, ${e.mappings.length} binding(s) released` : ''}`);
       continue;
     }
+    if (link.group !== st.input.ownerGroup) st.late.push(`link set dev ${safe(e.host)} group ${st.input.ownerGroup}`);
     if (link.master !== net.spec.bridge) {
-      late.push(`link set dev ${safe(e.host)} master ${safe(net.spec.bridge)}`);
-      late.push(`link set dev ${e.host} up`);
-      note('veth-detached', e.host, `veth of endpoint ${e.id} is ${link.master === null ? 'on no bridge' : `on ${link.master}`}: put back on ${net.spec.bridge}`);
+      st.late.push(`link set dev ${safe(e.host)} master ${safe(net.spec.bridge)}`);
+      st.late.push(`link set dev ${e.host} up`);
+      st.note('veth-detached', e.host, `veth of endpoint ${e.id} is ${link.master === null ? 'on no bridge' : `on ${link.master}`}: ${st.act('put back', 'would be put back')} on ${net.spec.bridge}`);
     }
   }
+}
 
-  // 4. Orphans.
-  const ownedNames = new Set<string>();
-  for (const e of endpoints.values()) {
-    ownedNames.add(e.host);
-    ownedNames.add(e.peer);
-  }
+/** 4. Interfaces with our mark that the books do not explain. Names never count. */
+function findOrphans(st: PlanState): void {
+  const booked = new Set<string>([...st.networks.values()].map((n) => n.spec.bridge));
+  const owned = new Set<string>();
+  for (const e of st.endpoints.values()) owned.add(e.host);
   const orphanBridges = new Set<string>();
-  for (const l of kernel.links.values()) {
-    if (l.kind === 'bridge' && OUR_BRIDGE_RE.test(l.name) && !bookedBridges.has(l.name)) orphanBridges.add(l.name);
-  }
-  for (const b of candidateOrphanBridges) if (!bookedBridges.has(b)) orphanBridges.add(b);
-  for (const b of bridgeDeletes) orphanBridges.delete(b); // already going, already reported
-  const ourBridges = new Set<string>([...bookedBridges.keys(), ...orphanBridges, ...bridgeDeletes]);
-  for (const l of kernel.links.values()) {
-    if (!VETH_NAME_RE.test(l.name) || ownedNames.has(l.name) || vethDeletes.has(l.name)) continue;
-    if (l.kind !== null && l.kind !== 'veth') continue;
-    if (l.master !== null && ourBridges.has(l.master)) {
-      vethDeletes.add(l.name);
-      note('orphan-veth', l.name, `veth on bridge ${l.master} owned by no booked endpoint: removed`);
+  for (const l of st.input.kernel.links.values()) {
+    if (l.group !== st.input.ownerGroup) continue;
+    if (l.kind === 'bridge' && !booked.has(l.name)) orphanBridges.add(l.name);
+    if (l.kind === 'veth' && !owned.has(l.name) && !st.vethDeletes.has(l.name)) {
+      st.vethDeletes.add(l.name);
+      st.note('orphan-veth', l.name, `veth with our mark owned by no booked endpoint${l.master === null ? '' : ` (on ${l.master})`}: ${st.act('removed', 'would be removed')}`);
     }
   }
-  // Never delete what a booked endpoint owns (an intent may name a veth that got booked later).
-  for (const n of ownedNames) vethDeletes.delete(n);
+  for (const b of st.candidateOrphanBridges) if (!booked.has(b)) orphanBridges.add(b);
+  for (const b of st.bridgeDeletes) orphanBridges.delete(b); // already going, already reported
   for (const b of orphanBridges) {
-    bridgeDeletes.add(b);
-    note('orphan-bridge', b, `bridge ${b} belongs to no booked network: removed`);
+    st.bridgeDeletes.add(b);
+    st.note('orphan-bridge', b, `bridge with our mark used by no booked network: ${st.act('removed', 'would be removed')}`);
   }
-  for (const [b, a] of addrRemovals) if (!bookedBridges.has(b)) late.push(`address del ${normAddr(a)} dev ${safe(b)}`);
-
-  // Script order: new bridges, then veth removals (one link group, one RCU wait), then
-  // addresses/enslaving/up, then bridge removals.
-  const script: string[] = [...lines];
-  if (vethDeletes.size > 0) {
-    for (const v of vethDeletes) script.push(`link set dev ${safe(v)} group ${RECONCILE_LINK_GROUP}`);
-    script.push(`link del group ${RECONCILE_LINK_GROUP}`);
-  }
-  script.push(...late);
-  for (const b of bridgeDeletes) script.push(`link del dev ${safe(b)}`);
-
-  return {
-    findings,
-    ipLines: script,
-    sysctls,
-    deleteEndpoints: [...deleteEndpoints],
-    deleteNetworks: [...deleteNetworks],
-    putNetworks: [...putNetworks.values()],
-    putEndpoints: [...putEndpoints.values()],
-    clearIntents,
-  };
 }
 
 /** Pure: parse `ip -j -d addr show`. */
@@ -362,6 +410,7 @@ export function parseKernelLinks(json: string): KernelSnapshot {
     ifname?: unknown;
     master?: unknown;
     flags?: unknown;
+    group?: unknown;
     linkinfo?: { info_kind?: unknown };
     addr_info?: Array<{ local?: unknown; prefixlen?: unknown }>;
   }>;
@@ -375,9 +424,16 @@ export function parseKernelLinks(json: string): KernelSnapshot {
       master: typeof l.master === 'string' ? l.master : null,
       up: Array.isArray(l.flags) && l.flags.includes('UP'),
       addrs,
+      group: parseGroup(l.group),
     });
   }
   return { links };
+}
+
+/** `ip -j` prints a link group as a number, or as its name from /etc/iproute2/group ("default"). */
+function parseGroup(v: unknown): number {
+  const n = typeof v === 'number' ? v : typeof v === 'string' && /^\d+$/.test(v) ? Number(v) : 0;
+  return Number.isSafeInteger(n) ? n : 0;
 }
 
 const TAG_RE = /--comment "?(bb:(?:net|ep)=[A-Za-z0-9_-]+)"?/;
@@ -396,20 +452,22 @@ function countTags(lines: Iterable<string>): Map<string, number> {
  * Pure: how the rules in our chains (from `iptables-save`) differ from what the books want,
  * counted per owner tag. Empty when they agree and every hook rule is present exactly once.
  */
-export function diffFirewall(save: string, books: Books, family: 4 | 6): Finding[] {
+export function diffFirewall(save: string, books: Books, family: 4 | 6, dryRun = false): Finding[] {
   const have = countTags(save.split('\n').filter((l) => l.startsWith('-A BB-')));
-  const want = countTags(desiredRules(books, family).filter((r) => r.line.startsWith('-A ')).map((r) => r.line));
+  // Inserted rules (internal networks' drops, "-I CHAIN 1 …") show up as "-A" in iptables-save.
+  const want = countTags(desiredRules(books, family).filter((r) => r.line.startsWith('-A ') || r.line.startsWith('-I ')).map((r) => r.line));
+  const fix = dryRun ? 'chains would be rewritten from the books' : 'chains rewritten from the books';
   const out: Finding[] = [];
   for (const tag of new Set([...have.keys(), ...want.keys()])) {
     const h = have.get(tag) ?? 0;
     const w = want.get(tag) ?? 0;
     if (h === w) continue;
     const what = w === 0 ? 'no booking explains them' : h < w ? 'some are missing' : 'some are extra';
-    out.push({ kind: 'firewall-drift', subject: tag, detail: `IPv${family}: ${h} rule(s) tagged ${tag} in our chains, the books want ${w} (${what}): chains rewritten from the books` });
+    out.push({ kind: 'firewall-drift', subject: tag, detail: `IPv${family}: ${h} rule(s) tagged ${tag} in our chains, the books want ${w} (${what}): ${fix}` });
   }
   const hooks = readHookState(save);
   if (hooks.forwardJumps !== 1 || hooks.preroutingJumps !== 1 || hooks.outputJumps !== 1 || hooks.postroutingJumps !== 1) {
-    out.push({ kind: 'firewall-drift', subject: 'hooks', detail: `IPv${family}: the jumps into our chains are not each present exactly once: restored` });
+    out.push({ kind: 'firewall-drift', subject: 'hooks', detail: `IPv${family}: the jumps into our chains are not each present exactly once: ${dryRun ? 'would be restored' : 'restored'}` });
   }
   return out;
 }
@@ -424,6 +482,8 @@ export interface ReconcileTarget {
   readonly tools: ToolPaths;
   readonly ports: PortAllocator | null;
   readonly log: Logger | null;
+  /** our ownership mark (StateStore.ownerGroup) */
+  readonly ownerGroup: number;
 }
 
 export interface ReconcileOptions {
@@ -450,6 +510,8 @@ export async function reconcile(t: ReconcileTarget, opts: ReconcileOptions = {})
     endpoints: [...t.books.endpoints.values()],
     intents,
     kernel,
+    ownerGroup: t.ownerGroup,
+    dryRun: opts.dryRun === true,
   });
   const findings = [...plan.findings];
   const counts = { networks: t.books.networks.size, endpoints: t.books.endpoints.size, intents: intents.length };
@@ -458,7 +520,7 @@ export async function reconcile(t: ReconcileTarget, opts: ReconcileOptions = {})
     // Firewall drift as the books stand now (the plan's book changes would add to it).
     for (const family of [4, 6] as const) {
       const save = await t.exec.exec(family === 4 ? t.tools.iptablesSave : t.tools.ip6tablesSave, []);
-      if (save.exitCode === 0) findings.push(...diffFirewall(save.stdout, t.books, family));
+      if (save.exitCode === 0) findings.push(...diffFirewall(save.stdout, t.books, family, true));
     }
     return { findings, applied: false, ...counts, ms: performance.now() - t0 };
   }

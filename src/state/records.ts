@@ -33,6 +33,8 @@ export interface NetworkRecord {
   readonly createdBridge: boolean;
   /** addresses we put on a user's bridge, removed again with the network */
   readonly addedAddrs: readonly string[];
+  /** a user's bridge that was down before we used it: set down again with the network */
+  readonly restoreDown?: boolean;
   readonly createdAt: number;
 }
 
@@ -65,5 +67,13 @@ export type IntentItem =
   | { readonly kind: 'ports-revoke'; readonly endpointId: string; readonly mappings: readonly PortMapping[] }
   // createdBridge/addrs: whether the bridge is ours to delete and which addresses we add to it,
   // so that reconciliation can undo an interrupted creation without touching a user's bridge.
-  | { readonly kind: 'network-create'; readonly networkId: string; readonly bridge: string; readonly createdBridge?: boolean; readonly addrs?: readonly string[] }
+  | {
+      readonly kind: 'network-create';
+      readonly networkId: string;
+      readonly bridge: string;
+      readonly createdBridge?: boolean;
+      readonly addrs?: readonly string[];
+      /** the user's bridge was down: an undo sets it down again */
+      readonly restoreDown?: boolean;
+    }
   | { readonly kind: 'network-delete'; readonly networkId: string; readonly bridge: string; readonly createdBridge?: boolean };

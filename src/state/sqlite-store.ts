@@ -1,10 +1,17 @@
 import { chmodSync, closeSync, mkdirSync, openSync } from 'node:fs';
 import { join } from 'node:path';
+import { randomInt } from 'node:crypto';
 import Database from 'better-sqlite3';
 import type { BookChanges, StateStore } from './store.js';
 import type { EndpointRecord, Intent, NetworkRecord } from './records.js';
 
 const SCHEMA_VERSION = '1';
+/**
+ * Ownership marks are link groups 0x63000001..0x63ffffff: "c" in the high byte, away from the
+ * groups batches use to delete veths (0x6262xxxx) and from the small numbers operators use.
+ */
+const OWNER_GROUP_BASE = 0x63000000;
+const OWNER_GROUP_MAX = 0x63ffffff;
 
 export class SqliteStateStore implements StateStore {
   private readonly db: Database.Database;
@@ -47,6 +54,15 @@ export class SqliteStateStore implements StateStore {
     };
   }
 
+  ownerGroup(): number {
+    const row = this.db.prepare("SELECT value FROM meta WHERE key = 'owner_group'").get() as { value: string } | undefined;
+    const have = row === undefined ? NaN : Number(row.value);
+    if (Number.isInteger(have) && have >= OWNER_GROUP_BASE && have <= OWNER_GROUP_MAX) return have;
+    const made = OWNER_GROUP_BASE + randomInt(1, 0x1000000);
+    this.db.prepare("INSERT OR REPLACE INTO meta(key, value) VALUES ('owner_group', ?)").run(String(made));
+    return made;
+  }
+
   loadNetworks(): NetworkRecord[] {
     return (this.db.prepare('SELECT record FROM networks').all() as Array<{ record: string }>).map((r) => JSON.parse(r.record) as NetworkRecord);
   }
@@ -64,12 +80,18 @@ export class SqliteStateStore implements StateStore {
   }
 
   commit(changes: BookChanges): void {
+    this.commitAll([changes]);
+  }
+
+  commitAll(list: readonly BookChanges[]): void {
     this.db.transaction(() => {
-      for (const id of changes.deleteEndpoints ?? []) this.stmts.delEndpoint.run(id);
-      for (const id of changes.deleteNetworks ?? []) this.stmts.delNetwork.run(id);
-      for (const n of changes.putNetworks ?? []) this.stmts.putNetwork.run(n.spec.id, n.spec.bridge, JSON.stringify(n));
-      for (const e of changes.putEndpoints ?? []) this.stmts.putEndpoint.run(e.id, e.networkId, e.host, JSON.stringify(e));
-      for (const b of changes.clearIntents ?? []) this.stmts.delIntent.run(b);
+      for (const changes of list) {
+        for (const id of changes.deleteEndpoints ?? []) this.stmts.delEndpoint.run(id);
+        for (const id of changes.deleteNetworks ?? []) this.stmts.delNetwork.run(id);
+        for (const n of changes.putNetworks ?? []) this.stmts.putNetwork.run(n.spec.id, n.spec.bridge, JSON.stringify(n));
+        for (const e of changes.putEndpoints ?? []) this.stmts.putEndpoint.run(e.id, e.networkId, e.host, JSON.stringify(e));
+        for (const b of changes.clearIntents ?? []) this.stmts.delIntent.run(b);
+      }
     })();
   }
 

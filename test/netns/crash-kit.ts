@@ -211,6 +211,8 @@ export interface BooksView {
   readonly networks: Map<string, BookedNetwork>;
   readonly endpoints: Map<string, BookedEndpoint>;
   readonly intents: number;
+  /** the link group the plugin marks its interfaces with */
+  readonly ownerGroup: number;
 }
 
 /** Read the books from SQLite directly (read-only; the plugin may be running). */
@@ -228,7 +230,8 @@ export function readBooks(stateDir: string): BooksView {
       endpoints.set(r.id, { id: r.id, networkId: r.networkId, host: r.host, peer: r.peer, mappings: r.mappings.length });
     }
     const intents = (db.prepare('SELECT COUNT(*) AS n FROM intents').get() as { n: number }).n;
-    return { networks, endpoints, intents };
+    const mark = db.prepare("SELECT value FROM meta WHERE key = 'owner_group'").get() as { value: string } | undefined;
+    return { networks, endpoints, intents, ownerGroup: Number(mark?.value ?? 0) };
   } finally {
     db.close();
   }

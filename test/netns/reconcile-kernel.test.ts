@@ -20,7 +20,8 @@ test('reconcile repairs damage, via the running plugin and offline', { timeout: 
   const stateDir = join(dir.path, 'state');
   const socketDir = join(dir.path, 'sock');
   const name = 'bbrec';
-  const opts = { name, stateDir, socketDir, logPath: join(dir.path, 'plugin.log'), extraArgs: ['--reconcile-interval-ms', '0'] };
+  // The watchdog would repair the firewall damage before reconcile sees it: this tests reconcile.
+  const opts = { name, stateDir, socketDir, logPath: join(dir.path, 'plugin.log'), extraArgs: ['--reconcile-interval-ms', '0', '--firewall-check-ms', '3600000'] };
   let plugin: PluginProc | null = null;
   const client = new Client(join(socketDir, `${name}.sock`), 5_000);
   cleanUpAfter(t, dir, () => plugin, () => client.close());
@@ -40,15 +41,21 @@ test('reconcile repairs damage, via the running plugin and offline', { timeout: 
   assert.match(r.out, /kernel and books agree/);
 
   // Damage, with the plugin running: a vanished endpoint (container netns died), a detached veth,
-  // an orphan veth on our bridge, an orphan bb-* bridge, a lost address, flushed and foreign rules.
+  // an orphan veth on our bridge and an orphan bridge (both with our ownership mark: left by a
+  // crash), a lost address, flushed and foreign rules. Beside them, interfaces that are not ours
+  // and look like ours: a veth on our bridge and a bb-* bridge without the mark.
   const books = readBooks(stateDir);
+  const mark = String(books.ownerGroup);
+  assert.ok(books.ownerGroup > 0, 'the books carry an ownership mark');
   const e2 = books.endpoints.get('e2');
   const e3 = books.endpoints.get('e3');
   assert.ok(e2 && e3);
   await runOk(['ip', 'link', 'del', 'dev', e2.host]);
   await runOk(['ip', 'link', 'set', 'dev', e3.host, 'nomaster']);
-  await runOk(['ip', 'link', 'add', 'vethdead001', 'master', BRIDGE, 'type', 'veth', 'peer', 'name', 'vethdead002']);
-  await runOk(['ip', 'link', 'add', 'bb-orphan0', 'type', 'bridge']);
+  await runOk(['ip', 'link', 'add', 'vethdead001', 'group', mark, 'master', BRIDGE, 'type', 'veth', 'peer', 'name', 'vethdead002']);
+  await runOk(['ip', 'link', 'add', 'bb-orphan0', 'group', mark, 'type', 'bridge']);
+  await runOk(['ip', 'link', 'add', 'vethuser001', 'master', BRIDGE, 'type', 'veth', 'peer', 'name', 'vethuser002']);
+  await runOk(['ip', 'link', 'add', 'bb-lan', 'type', 'bridge']);
   await runOk(['ip', 'addr', 'flush', 'dev', BRIDGE]);
   await runOk(['iptables', '-t', 'nat', '-F', 'BB-POSTROUTING']);
   await runOk(['iptables', '-A', 'BB-FORWARD', '-m', 'comment', '--comment', 'bb:net=zzzzzzzz', '-j', 'ACCEPT']);
@@ -59,6 +66,8 @@ test('reconcile repairs damage, via the running plugin and offline', { timeout: 
     assert.ok(r.out.includes(kind), `dry run reports ${kind}:\n${r.out}`);
   }
   assert.match(r.out, /dry run: nothing changed/);
+  assert.match(r.out, /would be removed/);
+  assert.doesNotMatch(r.out, /: removed/, 'a dry run says what it would do, not what it did');
   assert.ok((await kernelLinks()).has('bb-orphan0'), 'a dry run changes nothing');
 
   r = await cli([...cliArgs, '--json']);
@@ -68,6 +77,11 @@ test('reconcile repairs damage, via the running plugin and offline', { timeout: 
   assert.ok(report.findings.length >= 7, r.out);
   const after = readBooks(stateDir);
   assert.equal(after.endpoints.has('e2'), false, 'the vanished endpoint is unbooked');
+  const kept = await kernelLinks();
+  assert.equal(kept.get('vethuser001')?.master, BRIDGE, "a veth on our bridge that is not ours is left alone");
+  assert.ok(kept.has('bb-lan'), "an operator's bb-* bridge is left alone");
+  await runOk(['ip', 'link', 'del', 'vethuser001']);
+  await runOk(['ip', 'link', 'del', 'bb-lan']);
   assert.deepEqual(await checkConsistency(after), []);
   // dockerd deletes the vanished endpoint later: success, as for anything already gone.
   assert.equal((await client.call('DeleteEndpoint', { NetworkID: NET, EndpointID: 'e2' })).status, 200);
@@ -78,7 +92,7 @@ test('reconcile repairs damage, via the running plugin and offline', { timeout: 
   await plugin.kill9();
   plugin = null;
   await runOk(['ip', 'link', 'del', 'dev', BRIDGE]); // bridge gone: veths fall off it
-  await runOk(['ip', 'link', 'add', 'bb-orphan1', 'type', 'bridge']);
+  await runOk(['ip', 'link', 'add', 'bb-orphan1', 'group', mark, 'type', 'bridge']);
   r = await cli(cliArgs);
   assert.equal(r.code, 0, r.err);
   assert.match(r.out, /plugin not running/);
@@ -88,16 +102,16 @@ test('reconcile repairs damage, via the running plugin and offline', { timeout: 
   const links = await kernelLinks();
   for (const ep of ['e1', 'e3']) assert.equal(links.get(readBooks(stateDir).endpoints.get(ep)?.host ?? '')?.master, BRIDGE, `${ep} back on its bridge`);
 
-  // No books at all: refuse rather than call every bb-* bridge an orphan.
+  // No books at all: refuse (there is nothing to compare the kernel with).
   r = await cli(['--state-dir', join(dir.path, 'nowhere'), '--name', name, '--socket-dir', socketDir]);
   assert.equal(r.code, 1);
   assert.match(r.err, /no books/);
 
   // The restarted plugin finds nothing left to fix, and the periodic timer runs quietly.
-  plugin = await startPlugin({ ...opts, extraArgs: ['--reconcile-interval-ms', '200'] });
+  plugin = await startPlugin({ ...opts, extraArgs: ['--reconcile-interval-ms', '200', '--firewall-check-ms', '3600000'] });
   r = await cli(cliArgs);
   assert.match(r.out, /kernel and books agree/, r.out);
-  await runOk(['ip', 'link', 'add', 'bb-orphan2', 'type', 'bridge']);
+  await runOk(['ip', 'link', 'add', 'bb-orphan2', 'group', mark, 'type', 'bridge']);
   const deadline = Date.now() + 5_000;
   while ((await kernelLinks()).has('bb-orphan2')) {
     assert.ok(Date.now() < deadline, 'the periodic reconcile removed the orphan bridge');

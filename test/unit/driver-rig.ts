@@ -25,7 +25,7 @@ export interface Rig {
 }
 
 /** Driver + fake kernel + SQLite books in a fresh temp dir, all closed by the test's after hook. */
-export function rig(t: TestContext, opts: { dir?: string; kernel?: FakeKernel; batchMax?: number; writeBehindDeletes?: boolean } = {}): Rig {
+export function rig(t: TestContext, opts: { dir?: string; kernel?: FakeKernel; batchMax?: number; writeBehindDeletes?: boolean; staleEndpointGraceMs?: number; holderVanishWaitMs?: number } = {}): Rig {
   const dir = opts.dir ?? mkdtempSync(join(tmpdir(), 'bbt-unit-'));
   const store = new SqliteStateStore(dir);
   const commits: BookChanges[] = [];
@@ -35,7 +35,20 @@ export function rig(t: TestContext, opts: { dir?: string; kernel?: FakeKernel; b
     commit(c);
   };
   const kernel = opts.kernel ?? new FakeKernel();
-  const driver = new Driver(store, kernel, { batchMax: opts.batchMax ?? 64, windowMs: 2, maxInFlight: 2, writeBehindDeletes: opts.writeBehindDeletes ?? false, tools: DEFAULT_TOOLS }, silent);
+  const driver = new Driver(
+    store,
+    kernel,
+    {
+      batchMax: opts.batchMax ?? 64,
+      windowMs: 2,
+      maxInFlight: 2,
+      writeBehindDeletes: opts.writeBehindDeletes ?? false,
+      ...(opts.staleEndpointGraceMs === undefined ? {} : { staleEndpointGraceMs: opts.staleEndpointGraceMs }),
+      ...(opts.holderVanishWaitMs === undefined ? {} : { holderVanishWaitMs: opts.holderVanishWaitMs }),
+      tools: DEFAULT_TOOLS,
+    },
+    silent,
+  );
   let closed = false;
   const close = async (): Promise<void> => {
     if (closed) return;

@@ -122,8 +122,12 @@ export class FakeKernel implements KernelExecutor {
       const [local, len] = a.split('/');
       return { family: local?.includes(':') ? 'inet6' : 'inet', local, prefixlen: Number(len) };
     });
-    const out = [{ ifindex: 2, ifname: l.name, mtu: l.mtu, linkinfo: l.kind === 'other' ? undefined : { info_kind: l.kind }, addr_info: addrInfo }];
+    const out = [{ ifindex: 2, ifname: l.name, flags: l.up ? ['UP'] : [], mtu: l.mtu, linkinfo: l.kind === 'other' ? undefined : { info_kind: l.kind }, addr_info: addrInfo }];
     return { exitCode: 0, stdout: JSON.stringify(out) + '\n', stderr: '', spawnError: null };
+  }
+
+  linkPresent(name: string): boolean {
+    return this.links.has(name);
   }
 
   async close(): Promise<void> {
@@ -167,20 +171,20 @@ export class FakeKernel implements KernelExecutor {
   private runLine(line: string): string | null {
     let m: RegExpExecArray | null;
     const noDev = (n: string) => `Cannot find device "${n}"`;
-    if ((m = /^link add name (\S+)(?: mtu (\d+))? txqueuelen 0 master (\S+) up type veth peer name (\S+)(?: mtu (\d+))? txqueuelen 0$/.exec(line))) {
-      const [, host, mtu1, master, peer, mtu2] = m as unknown as [string, string, string | undefined, string, string, string | undefined];
+    if ((m = /^link add name (\S+)(?: group (\d+))?(?: mtu (\d+))? txqueuelen 0 master (\S+) up type veth peer name (\S+)(?: mtu (\d+))? txqueuelen 0$/.exec(line))) {
+      const [, host, group, mtu1, master, peer, mtu2] = m as unknown as [string, string, string | undefined, string | undefined, string, string, string | undefined];
       assert.equal(mtu1, mtu2, 'both veth ends get the same MTU');
       if (!this.links.has(master)) return noDev(master);
       if (this.links.has(host) || this.links.has(peer)) return 'RTNETLINK answers: File exists';
       const mtu = mtu1 === undefined ? 1500 : Number(mtu1);
-      this.links.set(host, { name: host, kind: 'veth', master, up: true, mtu, txqlen: 0, peer, addrs: [], group: 0, mac: null });
+      this.links.set(host, { name: host, kind: 'veth', master, up: true, mtu, txqlen: 0, peer, addrs: [], group: group === undefined ? 0 : Number(group), mac: null });
       this.links.set(peer, { name: peer, kind: 'veth', master: null, up: false, mtu, txqlen: 0, peer: host, addrs: [], group: 0, mac: null });
       return null;
     }
-    if ((m = /^link add name (\S+) address ([0-9a-f:]{17})(?: mtu (\d+))? type bridge$/.exec(line))) {
-      const [, name, mac, mtu] = m as unknown as [string, string, string, string | undefined];
+    if ((m = /^link add name (\S+)(?: group (\d+))? address ([0-9a-f:]{17})(?: mtu (\d+))? type bridge$/.exec(line))) {
+      const [, name, group, mac, mtu] = m as unknown as [string, string, string | undefined, string, string | undefined];
       if (this.links.has(name)) return 'RTNETLINK answers: File exists';
-      this.links.set(name, { name, kind: 'bridge', master: null, up: false, mtu: mtu === undefined ? 1500 : Number(mtu), txqlen: 1000, peer: null, addrs: [], group: 0, mac });
+      this.links.set(name, { name, kind: 'bridge', master: null, up: false, mtu: mtu === undefined ? 1500 : Number(mtu), txqlen: 1000, peer: null, addrs: [], group: group === undefined ? 0 : Number(group), mac });
       return null;
     }
     if ((m = /^address (add|del) (\S+) dev (\S+)$/.exec(line))) {
@@ -197,10 +201,10 @@ export class FakeKernel implements KernelExecutor {
       }
       return null;
     }
-    if ((m = /^link set dev (\S+) up$/.exec(line))) {
+    if ((m = /^link set dev (\S+) (up|down)$/.exec(line))) {
       const l = this.links.get(m[1] as string);
       if (l === undefined) return noDev(m[1] as string);
-      l.up = true;
+      l.up = m[2] === 'up';
       return null;
     }
     if ((m = /^link set dev (\S+) group (\d+)$/.exec(line))) {

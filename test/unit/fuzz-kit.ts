@@ -23,12 +23,13 @@ const IF = '[A-Za-z0-9_.-]{1,15}';
 const ADDR = '[0-9a-f.:]+/\\d{1,3}';
 const MAC = '(?:[0-9a-f]{2}:){5}[0-9a-f]{2}';
 const MTU = '(?: mtu \\d{2,5})?';
+const GROUP = '(?: group \\d{1,10})?';
 /** Every line an `ip -batch` script of ours may contain. */
 export const IP_LINE_GRAMMAR: readonly RegExp[] = [
-  new RegExp(`^link add name ${IF} address ${MAC}${MTU} type bridge$`),
+  new RegExp(`^link add name ${IF}${GROUP} address ${MAC}${MTU} type bridge$`),
   new RegExp(`^address (?:add|del) ${ADDR} dev ${IF}$`),
-  new RegExp(`^link set dev ${IF} up$`),
-  new RegExp(`^link add name ${IF}${MTU} txqueuelen 0 master ${IF} up type veth peer name ${IF}${MTU} txqueuelen 0$`),
+  new RegExp(`^link set dev ${IF} (?:up|down)$`),
+  new RegExp(`^link add name ${IF}${GROUP}${MTU} txqueuelen 0 master ${IF} up type veth peer name ${IF}${MTU} txqueuelen 0$`),
   new RegExp(`^link set dev ${IF} group \\d+$`),
   /^link del group \d+$/,
   new RegExp(`^link del dev ${IF}$`),
@@ -62,7 +63,7 @@ export function expectedIpLines(works: readonly IpWork[]): number {
   for (const w of works) {
     for (const op of w.ops as readonly IpOp[]) {
       if (op.kind === 'bridge-addrs') n += op.addrs.length + (op.up ? 1 : 0);
-      else if (op.kind === 'bridge-addrs-remove') n += op.addrs.length;
+      else if (op.kind === 'bridge-addrs-remove') n += op.addrs.length + (op.down === true ? 1 : 0);
       else if (op.kind === 'veth-delete') deletes++;
       else n += 1;
     }
@@ -98,6 +99,12 @@ export class RecordingExecutor implements KernelExecutor {
       }
     };
     const works: IpWork[] = req.ops.flatMap((o) => (o.ip && o.ip.length > 0 ? [{ opId: o.opId, ops: o.ip }] : []));
+    for (const w of works) {
+      for (const op of w.ops) {
+        if (op.kind === 'veth-create') this.made.set(op.host, op.peer);
+        else if (op.kind === 'veth-delete') this.made.delete(op.host);
+      }
+    }
     const plan = planIpBatch(works, req.linkGroup);
     if (works.length > 0 && plan.text !== '') {
       check(() => checkIpScript(plan.text, expectedIpLines(works)));
@@ -111,6 +118,13 @@ export class RecordingExecutor implements KernelExecutor {
       }
     }
     return { batchId: req.batchId, results: req.ops.map((o) => ({ opId: o.opId, ok: true })), timings: { ipMs: 0, fwMs: 0, totalMs: 0, ipSpawns: 1, fwSpawns: 0 } };
+  }
+
+  /** host and peer names of the veths the recorded scripts made and not yet deleted */
+  private readonly made = new Map<string, string>();
+
+  linkPresent(name: string): boolean {
+    return this.made.has(name) || [...this.made.values()].includes(name);
   }
 
   async exec(_file: string, args: readonly string[]): Promise<ToolResult> {

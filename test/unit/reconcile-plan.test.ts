@@ -14,7 +14,8 @@ const epRec = (id: string, host: string, mappings = 0): EndpointRecord => ({
   exposed: [], requested: [], createdAt: 1,
   mappings: Array.from({ length: mappings }, (_, i) => ({ proto: 'tcp' as const, family: 4 as const, hostIp: '0.0.0.0', hostPort: 8000 + i, containerIp: '198.18.20.5', containerPort: 80 })),
 });
-const link = (name: string, kind: string | null, master: string | null = null, addrs: string[] = [], up = true): KernelLink => ({ name, kind, master, up, addrs });
+const MARK = 0x63123456;
+const link = (name: string, kind: string | null, master: string | null = null, addrs: string[] = [], up = true, group = MARK): KernelLink => ({ name, kind, master, up, addrs, group });
 const healthyBridge = link(BR, 'bridge', null, ['198.18.20.1/24']);
 
 function plan(p: Partial<ReconcileInput> & { links: KernelLink[] }) {
@@ -23,6 +24,7 @@ function plan(p: Partial<ReconcileInput> & { links: KernelLink[] }) {
     endpoints: p.endpoints ?? [],
     intents: p.intents ?? [],
     kernel: { links: new Map(p.links.map((l) => [l.name, l])) },
+    ownerGroup: MARK,
   });
 }
 const intent = (batchId: number, items: Intent['items']): Intent => ({ batchId, createdAt: batchId, items });
@@ -41,7 +43,7 @@ test('interrupted endpoint creation is undone; interrupted deletion and revocati
       { kind: 'endpoint-delete', endpointId: 'e2', host: 'veth0000002' },
       { kind: 'ports-revoke', endpointId: 'e3', mappings: [] },
     ])],
-    links: [healthyBridge, link('veth0000001', 'veth', BR), link('veth00000aa', 'veth'), link('veth0000002', 'veth', BR), link('veth0000003', 'veth', BR)],
+    links: [healthyBridge, link('veth0000001', 'veth', BR), link('veth00000aa', 'veth', null, [], true, 0) /* a peer carries no mark */, link('veth0000002', 'veth', BR), link('veth0000003', 'veth', BR)],
   });
   assert.deepEqual(p.clearIntents, [7]);
   assert.deepEqual(p.deleteEndpoints, ['e2']);
@@ -55,7 +57,7 @@ test('interrupted endpoint creation is undone; interrupted deletion and revocati
 test('interrupted network creation: our bridge removed, a user bridge only loses our addresses', () => {
   const ours = plan({ networks: [], intents: [intent(-1, [{ kind: 'network-create', networkId: 'netx', bridge: 'custom0', createdBridge: true, addrs: ['198.18.30.1/24'] }])], links: [link('custom0', 'bridge')] });
   assert.ok(ours.ipLines.includes('link del dev custom0'));
-  const users = plan({ networks: [], intents: [intent(-2, [{ kind: 'network-create', networkId: 'nety', bridge: 'userbr', createdBridge: false, addrs: ['198.18.31.1/24'] }])], links: [link('userbr', 'bridge', null, ['198.18.31.1/24'])] });
+  const users = plan({ networks: [], intents: [intent(-2, [{ kind: 'network-create', networkId: 'nety', bridge: 'userbr', createdBridge: false, addrs: ['198.18.31.1/24'] }])], links: [link('userbr', 'bridge', null, ['198.18.31.1/24'], true, 0)] });
   assert.ok(!users.ipLines.includes('link del dev userbr'), 'never delete a user bridge');
   assert.ok(users.ipLines.includes('address del 198.18.31.1/24 dev userbr'));
 });
@@ -73,7 +75,7 @@ test('interrupted network deletion is finished, endpoints included', () => {
 
 test('missing bridge re-created with its address; detached veth re-enslaved; vanished endpoint unbooked', () => {
   const p = plan({ endpoints: [epRec('e1', 'veth0000001'), epRec('e2', 'veth0000002', 1)], links: [link('veth0000001', 'veth', null)] });
-  assert.match(p.ipLines[0] ?? '', new RegExp(`^link add name ${BR} address 02:42:`));
+  assert.match(p.ipLines[0] ?? '', new RegExp(`^link add name ${BR} group ${MARK} address 02:42:`));
   assert.ok(p.ipLines.includes(`address add 198.18.20.1/24 dev ${BR}`));
   assert.ok(p.ipLines.includes(`link set dev veth0000001 master ${BR}`));
   assert.deepEqual(p.deleteEndpoints, ['e2']);
@@ -81,19 +83,61 @@ test('missing bridge re-created with its address; detached veth re-enslaved; van
   assert.ok(p.sysctls.length > 0);
 });
 
-test('orphans: veths on our bridges, bb-* bridges; foreign veths and bridges are left alone', () => {
+test('orphans are what carries our mark and the books do not explain; names never count', () => {
   const p = plan({
     links: [
       healthyBridge,
-      link('vethdead001', 'veth', BR), // ours: on our bridge, nobody owns it
-      link('vethabcdef0', 'veth', 'docker0'), // dockerd's
-      link('vethabcdef1', 'veth', null), // not on a bridge of ours
-      link('bb-gone00000', 'bridge'),
-      link('docker0', 'bridge'),
-      link('br-1234', 'bridge'),
+      link('vethdead001', 'veth', BR), // ours: our mark, nobody owns it
+      link('vethdead002', 'veth', 'docker0'), // ours, on someone else's bridge (a network on docker0)
+      link('vethabcdef0', 'veth', 'docker0', [], true, 0), // dockerd's
+      link('vethabcdef1', 'veth', BR, [], true, 0), // someone's veth on our bridge: not ours
+      link('bb-gone00000', 'bridge'), // ours: our mark, no network
+      link('bb-lan', 'bridge', null, [], true, 0), // an operator's, named like ours
+      link('docker0', 'bridge', null, [], true, 0),
+      link('br-1234', 'bridge', null, [], true, 7),
     ],
   });
   assert.ok(p.ipLines.includes(`link set dev vethdead001 group ${0x62621000}`));
+  assert.ok(p.ipLines.includes(`link set dev vethdead002 group ${0x62621000}`));
   assert.ok(p.ipLines.includes('link del dev bb-gone00000'));
-  for (const foreign of ['vethabcdef0', 'vethabcdef1', 'docker0', 'br-1234']) assert.ok(!p.ipLines.some((l) => l.includes(foreign)), foreign);
+  for (const foreign of ['vethabcdef0', 'vethabcdef1', 'bb-lan', 'docker0', 'br-1234']) assert.ok(!p.ipLines.some((l) => l.includes(foreign)), foreign);
+});
+
+test('an interrupted creation never removes an unmarked interface that has its name', () => {
+  const p = plan({
+    networks: [],
+    intents: [intent(3, [
+      { kind: 'endpoint-create', endpointId: 'e1', networkId: spec.id, host: 'vethuser001', peer: 'vethuser0ff' },
+      { kind: 'network-create', networkId: 'netz', bridge: 'bb-user', createdBridge: true, addrs: [] },
+    ])],
+    links: [link('vethuser001', 'veth', null, [], true, 0), link('bb-user', 'bridge', null, [], true, 0)],
+  });
+  assert.deepEqual(p.ipLines, []);
+});
+
+test("a user's bridge that was down goes down again when an interrupted network is undone", () => {
+  const p = plan({
+    networks: [],
+    intents: [intent(-4, [{ kind: 'network-create', networkId: 'netu', bridge: 'userbr', createdBridge: false, addrs: ['198.18.31.1/24'], restoreDown: true }])],
+    links: [link('userbr', 'bridge', null, ['198.18.31.1/24'], true, 0)],
+  });
+  assert.deepEqual(p.ipLines, ['address del 198.18.31.1/24 dev userbr', 'link set dev userbr down']);
+});
+
+test('booked interfaces made before ownership marks get the mark', () => {
+  const old: NetworkRecord = { ...net };
+  const p = plan({ networks: [old], endpoints: [epRec('e1', 'veth0000001')], links: [link(BR, 'bridge', null, ['198.18.20.1/24'], true, 0), link('veth0000001', 'veth', BR, [], true, 0)] });
+  assert.ok(p.ipLines.includes(`link set dev ${BR} group ${MARK}`));
+  assert.ok(p.ipLines.includes(`link set dev veth0000001 group ${MARK}`));
+  assert.ok(p.findings.some((f) => f.kind === 'ownership-mark' && f.subject === BR));
+});
+
+test('a dry run words its findings as what would be done', () => {
+  const p = planReconcile({
+    networks: [net], endpoints: [epRec('e2', 'veth0000002', 1)], intents: [], ownerGroup: MARK, dryRun: true,
+    kernel: { links: new Map([[BR, healthyBridge], ['vethdead001', link('vethdead001', 'veth', BR)]]) },
+  });
+  assert.ok(p.findings.length >= 2);
+  for (const f of p.findings) assert.match(f.detail, /would/, f.detail);
+  assert.ok(!p.findings.some((f) => /: removed|unbooked$/.test(f.detail)));
 });

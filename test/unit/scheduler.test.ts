@@ -547,6 +547,60 @@ describe('Batcher', () => {
     assert.deepEqual(r, { opId: 1, ok: false, message: 'batch 1: could not write the books: disk full' });
   });
 
+  test('a settle that throws fails only its own request, and is reported (not swallowed)', async () => {
+    const runner = new FakeRunner();
+    runner.auto = (ops) => ops.map((o) => ({ opId: o.opId, ok: true }));
+    const reported: Array<[number, string]> = [];
+    const after: BookChanges[][] = [];
+    const b = new Batcher(
+      runner.run,
+      {
+        beforeRun: () => undefined,
+        afterRun: (_id, _had, changes) => void after.push(changes),
+        settleFailed: (id, err) => void reported.push([id, (err as Error).message]),
+      },
+      { batchMax: 10, windowMs: 10_000, maxInFlight: 1 },
+    );
+    const lone = b.submit(entry('lone'));
+    const bad: BatchEntry = { ...entry('bad'), settle: () => { throw new Error('books out of step'); } };
+    const ps = [b.submit(entry('a')), b.submit(bad), b.submit(entry('c'))];
+    await lone;
+    const [a, broken, c] = await Promise.all(ps);
+    assert.equal(a?.ok, true);
+    assert.equal(c?.ok, true);
+    assert.deepEqual(broken, { opId: 3, ok: false, message: 'batch 2: internal error while booking the result: books out of step' });
+    assert.deepEqual(reported, [[2, 'books out of step']]);
+    assert.deepEqual(after[1], [{ deleteNetworks: ['a'] }, { deleteNetworks: ['c'] }], 'the failed settle books nothing');
+  });
+
+  test('books that cannot be written: teardown still runs and succeeds, creations fail before the kernel', async () => {
+    const runner = new FakeRunner();
+    runner.auto = (ops) => ops.map((o) => ({ opId: o.opId, ok: true }));
+    const kept: BookChanges[][] = [];
+    const b = new Batcher(
+      runner.run,
+      {
+        beforeRun: () => {
+          throw new Error('SQLITE_FULL: database or disk is full');
+        },
+        afterRun: (_id, _had, _changes, mustKeep) => {
+          kept.push(mustKeep);
+          throw new Error('SQLITE_FULL: database or disk is full');
+        },
+      },
+      { batchMax: 10, windowMs: 10_000, maxInFlight: 1 },
+    );
+    const lone = b.submit({ ...entry('first', { intent: true }), teardown: true });
+    const ps = [b.submit(entry('create', { intent: true })), b.submit({ ...entry('delete', { intent: true }), teardown: true })];
+    assert.equal((await lone).ok, true);
+    const [create, del] = await Promise.all(ps);
+    assert.equal(create?.ok, false);
+    assert.match(create?.message ?? '', /could not write the books: SQLITE_FULL/);
+    assert.equal(del?.ok, true, 'teardown is done and answered as done');
+    assert.deepEqual(runner.names(), [['first'], ['delete']], 'the creation never reached the kernel');
+    assert.deepEqual(kept, [[{ deleteNetworks: ['first'] }], [{ deleteNetworks: ['delete'] }]], 'teardown changes are handed over to be kept');
+  });
+
   test('drained resolves once everything has run', async () => {
     const runner = new FakeRunner();
     const b = new Batcher(runner.run, hooks({ before: [], after: [] }), { batchMax: 2, windowMs: 1, maxInFlight: 1 });
