@@ -108,8 +108,14 @@ test('managed plugin: create, enable, traffic, disable/enable under load, disabl
     assert.ok(!existsSync(plugin.socketPath), 'the plugin removed its socket');
     await pings(d, 'c1', 'web');
     assert.match((await curl(peer.peer, `http://${HOST}:18090/`)).stdout, /hello/, 'published port while disabled');
+    // The log level is a plugin setting: at warn, the start-up info lines are gone.
+    const listening = (text: string) => text.split('\n').filter((l) => l.includes(`plugin=${plugin.id}`) && l.includes('listening'));
+    assert.ok(listening(d.logSince(0)).length > 0, 'at the default level (info) the plugin logs that it listens');
+    await d.dockerOk(['plugin', 'set', drv, 'BB_LOG_LEVEL=warn']);
+    const enableAt = d.logSize();
     const t1 = Date.now();
     await d.dockerOk(['plugin', 'enable', drv]);
+    assert.deepEqual(listening(d.logSince(enableAt)), [], 'BB_LOG_LEVEL=warn reached serve --log-level');
     t.diagnostic(`disable -f ${disableMs} ms, enable ${Date.now() - t1} ms`);
     const f = await flow;
     assert.match(f.stdout, / 0% packet loss/, `pings across disable/enable: ${f.stdout}`);
