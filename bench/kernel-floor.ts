@@ -5,7 +5,9 @@
 // veths into a link group and deleting the group. No HTTP, no books, no planning: what batchbridge
 // is compared against.
 //
-//   unshare --net node dist/bench/kernel-floor.js [--lifecycles 4096] [--batch 256] [--networks 16] [--keep N] [--json]
+//   unshare --net node dist/bench/kernel-floor.js [--lifecycles 4096] [--batch 256] [--networks 16] [--keep N] [--runs N] [--json] [--save]
+//
+// --save also writes kernel-floor.json into a new bench/results/<date>-<commit>/ folder.
 //
 // --keep N first makes N more veth pairs on the same bridges (not timed) and leaves them there
 // during the timed lifecycles, like the load harness's --keep: what the kernel itself costs with
@@ -15,10 +17,13 @@
 // bbfloor<n> and chain BBFLOOR-DNAT, removes them at the end.
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
+import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { realpathSync } from 'node:fs';
+import { renderIpScript, type IpLine } from '../src/ip/lines.js';
 import { runOk } from '../scripts/load/exec.js';
 import { isInitNetns } from '../scripts/load/run.js';
+import { currentCommit, datedDir, RESULTS_ROOT } from './output.js';
 
 export interface FloorResult {
   readonly lifecycles: number;
@@ -36,7 +41,7 @@ const GROUP = 0x62660000; // "bf": never a group the plugin (0x6262xxxx) or anyo
 export async function runKernelFloor(lifecycles: number, batch = 256, networks = 16, keep = 0): Promise<FloorResult> {
   if (isInitNetns(null)) throw new Error('kernel-floor: refusing to run in the root network namespace (run it under `unshare --net`)');
   const bridges = Array.from({ length: networks }, (_, i) => `bbfloor${i}`);
-  await runOk(['ip', '-batch', '-'], bridges.map((b) => `link add name ${b} type bridge\nlink set dev ${b} up\n`).join(''));
+  await runOk(['ip', '-batch', '-'], renderIpScript(bridges.flatMap((b): IpLine[] => [{ op: 'bridge-add', name: b, mtu: 0 }, { op: 'link-up', dev: b }])));
   await runOk(['iptables-restore', '--noflush', '-w'], '*nat\n:BBFLOOR-DNAT - [0:0]\n-A PREROUTING -m addrtype --dst-type LOCAL -j BBFLOOR-DNAT\nCOMMIT\n');
   const steps = { vethCreate: 0, rulesAdd: 0, rulesDel: 0, vethDelete: 0 };
   const KEEP_GROUP = GROUP + 1;
@@ -44,11 +49,11 @@ export async function runKernelFloor(lifecycles: number, batch = 256, networks =
   let tEnd = t0;
   try {
     for (let k = 0; k < keep; k += 256) {
-      const lines: string[] = [];
+      const lines: IpLine[] = [];
       for (let i = k; i < Math.min(keep, k + 256); i++) {
-        lines.push(`link add name vk${i.toString(36)} txqueuelen 0 group ${KEEP_GROUP} master ${bridges[i % networks] as string} up type veth peer name vl${i.toString(36)} txqueuelen 0\n`);
+        lines.push({ op: 'veth-add', host: `vk${i.toString(36)}`, peer: `vl${i.toString(36)}`, bridge: bridges[i % networks] as string, mtu: 0, group: KEEP_GROUP });
       }
-      await runOk(['ip', '-force', '-batch', '-'], lines.join(''));
+      await runOk(['ip', '-force', '-batch', '-'], renderIpScript(lines));
     }
     t0 = performance.now();
     let n = 0;
@@ -60,8 +65,8 @@ export async function runKernelFloor(lifecycles: number, batch = 256, networks =
         return { host: `vf${i.toString(36)}`, peer: `vg${i.toString(36)}`, bridge: bridges[net] as string, ip: `198.18.${(net * 16) + ((i >> 8) & 15)}.${(i & 255) || 1}`, port: 32768 + (i % 28000) };
       });
       let t = performance.now();
-      // the same line the plugin writes (plan-ip.ts)
-      await runOk(['ip', '-force', '-batch', '-'], eps.map((e) => `link add name ${e.host} txqueuelen 0 master ${e.bridge} up type veth peer name ${e.peer} txqueuelen 0\n`).join(''));
+      // the same lines the plugin writes (the ip vocabulary, src/ip/lines.ts)
+      await runOk(['ip', '-force', '-batch', '-'], renderIpScript(eps.map((e): IpLine => ({ op: 'veth-add', host: e.host, peer: e.peer, bridge: e.bridge, mtu: 0 }))));
       steps.vethCreate += performance.now() - t;
       const rule = (e: (typeof eps)[number]): string =>
         `BBFLOOR-DNAT -p tcp -m tcp --dport ${e.port} -m comment --comment bb:ep=${e.host} -j DNAT --to-destination ${e.ip}:80`;
@@ -72,14 +77,14 @@ export async function runKernelFloor(lifecycles: number, batch = 256, networks =
       await runOk(['iptables-restore', '--noflush', '-w'], `*nat\n${eps.map((e) => `-D ${rule(e)}\n`).join('')}COMMIT\n`);
       steps.rulesDel += performance.now() - t;
       t = performance.now();
-      await runOk(['ip', '-force', '-batch', '-'], `${eps.map((e) => `link set dev ${e.host} group ${GROUP}\n`).join('')}link del group ${GROUP}\n`);
+      await runOk(['ip', '-force', '-batch', '-'], renderIpScript([...eps.map((e): IpLine => ({ op: 'set-group', dev: e.host, group: GROUP })), { op: 'del-group', group: GROUP }]));
       steps.vethDelete += performance.now() - t;
     }
     tEnd = performance.now();
   } finally {
     if (keep > 0) await runOk(['ip', 'link', 'del', 'group', String(KEEP_GROUP)]).catch(() => '');
     await runOk(['iptables-restore', '--noflush', '-w'], '*nat\n-D PREROUTING -m addrtype --dst-type LOCAL -j BBFLOOR-DNAT\n-F BBFLOOR-DNAT\n-X BBFLOOR-DNAT\nCOMMIT\n').catch(() => '');
-    await runOk(['ip', '-force', '-batch', '-'], bridges.map((b) => `link del dev ${b}\n`).join('')).catch(() => '');
+    await runOk(['ip', '-force', '-batch', '-'], renderIpScript(bridges.map((b): IpLine => ({ op: 'link-del', dev: b })))).catch(() => '');
   }
   const seconds = (tEnd - t0) / 1000;
   const r3 = (v: number): number => Math.round(v) / 1000;
@@ -104,9 +109,11 @@ async function main(): Promise<number> {
   for (let i = 0; i < runs; i++) results.push(await runKernelFloor(Number(values.lifecycles ?? 4096), Number(values.batch ?? 256), Number(values.networks ?? 16), Number(values.keep ?? 0)));
   const best = results.reduce((a, b) => (b.lifecyclesPerSec > a.lifecyclesPerSec ? b : a));
   if (values.save) {
-    const dir = new URL('../../bench/results/', import.meta.url);
+    // A new dated folder, as the bench suites use: never over committed results.
+    const dir = datedDir(RESULTS_ROOT, new Date(), currentCommit(), ['kernel-floor']);
     mkdirSync(dir, { recursive: true });
-    writeFileSync(new URL('kernel-floor.json', dir), `${JSON.stringify({ runs: results, best, loadavg: readLoad() }, null, 2)}\n`);
+    writeFileSync(join(dir, 'kernel-floor.json'), `${JSON.stringify({ runs: results, best, loadavg: readLoad() }, null, 2)}\n`);
+    process.stderr.write(`saved ${join(dir, 'kernel-floor.json')}\n`);
   }
   if (values.json) process.stdout.write(`${JSON.stringify({ runs: results, best })}\n`);
   else {

@@ -1,285 +1,135 @@
-// Batch-size benchmarks (benchmark.js): veth creation, veth deletion (one by one vs link group),
-// firewall changes (iptables per rule vs one iptables-restore per batch), and the whole pipeline
-// through the plugin socket (--batch-max = size). Each suite writes bench/results/<suite>.{json,md,svg}.
-//
-//   npm run bench -- [veth-create] [veth-delete] [firewall] [pipeline]     (default: all)
-//   = unshare --net node dist/bench/run.js ...
-//
-// The kernel suites work in the namespace the process runs in and refuse the host's root
-// namespace; the pipeline suite starts each plugin in a throwaway namespace of its own.
+// `npm run bench -- SUITE...` (= unshare --net node dist/bench/run.js): runs the named batch-size
+// suites (bench/suites.ts) and writes <suite>.{json,md,svg} for each into a new dated folder.
 import { realpathSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { runCmd, runOk, runSyncCmd } from '../scripts/load/exec.js';
-import { deleteNetworks, isInitNetns, runLoad, type NetworkPool } from '../scripts/load/run.js';
-import { spawnPlugin } from '../scripts/load/spawn.js';
-import { SIZES, loadavg, measure, writeResults, type Series, type SuiteResult } from './lib.js';
+import { parseArgs } from 'node:util';
+import { runCmd, runOk } from '../scripts/load/exec.js';
+import { isInitNetns } from '../scripts/load/run.js';
+import { loadavg, SIZES } from './lib.js';
+import { currentCommit, datedDir, renderDir, RESULTS_ROOT, writeResults } from './output.js';
+import { BRIDGE, SUITES } from './suites.js';
 
-const GROUP = 0x62650000; // "be": the benches' link group, never the plugin's (0x6262xxxx)
-const BRIDGE = 'bbbench0';
-let seq = 0;
+const DEFAULT_REPEATS = 3;
 
-function vethLine(host: string, peer: string): string {
-  // the plugin's own line (src/batching/plan-ip.ts)
-  return `link add name ${host} txqueuelen 0 master ${BRIDGE} up type veth peer name ${peer} txqueuelen 0`;
+export function usage(): string {
+  const names = Object.keys(SUITES);
+  const w = Math.max(...names.map((n) => n.length), 3) + 2;
+  return `Usage: npm run bench -- [options] SUITE... | all
+       (= unshare --net node dist/bench/run.js [options] SUITE...)
+
+Measures kernel work and the plugin against batch size with benchmark.js and writes, per suite,
+<suite>.json (every repeat), <suite>.md (table) and <suite>.svg (chart) into a new folder
+bench/results/<YYYY-MM-DD>-<commit>[-dirty][-N]/, never over earlier results.
+
+Suites:
+${names.map((n) => `  ${n.padEnd(w)}${SUITES[n]?.about ?? ''}`).join('\n')}
+  ${'all'.padEnd(w)}every suite above (a few minutes each with the defaults on 2 cores)
+
+Options:
+  --repeats N     measure every point N times, all sizes once per repeat (default: ${DEFAULT_REPEATS});
+                  the charts draw the slowest to the fastest repeat as error bars
+  --sizes LIST    batch sizes, comma-separated (default: ${SIZES.join(',')})
+  --out DIR       write into DIR instead (replacing the files of the suites run)
+  --render DIR    measure nothing: draw the tables and charts of DIR's JSON files again
+  -h, --help      this text
+
+The kernel suites work in the network namespace they run in and refuse the host's (npm run
+bench runs them under unshare --net); pipeline starts its plugins in namespaces of their own.
+Exit status: 0 when every suite ran, 1 on a failure, 2 on bad usage.
+`;
 }
 
-function peerOf(host: string): string {
-  return `vy${host.slice(2)}`;
+class UsageError extends Error {}
+
+export interface BenchArgs {
+  readonly suites: string[];
+  readonly repeats: number;
+  readonly sizes: number[];
+  readonly out: string | null;
+  readonly render: string | null;
+  readonly help: boolean;
 }
 
-function newPairs(n: number): string[] {
-  return Array.from({ length: n }, () => `vz${(seq++).toString(36)}`);
-}
-
-function createSync(hosts: readonly string[]): void {
-  for (let i = 0; i < hosts.length; i += 512) {
-    const chunk = hosts.slice(i, i + 512);
-    const r = runSyncCmd(['ip', '-force', '-batch', '-'], `${chunk.map((h) => vethLine(h, peerOf(h))).join('\n')}\n`);
-    if (r.code !== 0) throw new Error(`creating veths: ${r.stderr.slice(0, 500)}`);
+export function parseBenchArgs(argv: string[]): BenchArgs {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    strict: true,
+    allowPositionals: true,
+    options: {
+      repeats: { type: 'string' },
+      sizes: { type: 'string' },
+      out: { type: 'string' },
+      render: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  const repeats = values.repeats === undefined ? DEFAULT_REPEATS : Number(values.repeats);
+  if (!/^\d+$/.test(values.repeats ?? '1') || repeats < 1 || repeats > 50) throw new UsageError(`--repeats must be a whole number from 1 to 50, got ${JSON.stringify(values.repeats)}`);
+  const sizes = values.sizes === undefined ? [...SIZES] : values.sizes.split(',').map((x) => (/^\d+$/.test(x) ? Number(x) : NaN));
+  if (sizes.some((b) => !(b >= 1 && b <= 4096))) throw new UsageError(`--sizes must be batch sizes from 1 to 4096, comma-separated, got ${JSON.stringify(values.sizes)}`);
+  const names = positionals.includes('all') ? Object.keys(SUITES) : positionals;
+  for (const n of names) {
+    if (SUITES[n] === undefined) throw new UsageError(`unknown suite ${JSON.stringify(n)} (suites: ${Object.keys(SUITES).join(', ')}, all)`);
   }
-}
-
-function deleteAllSync(hosts: readonly string[]): void {
-  if (hosts.length === 0) return;
-  runSyncCmd(['ip', '-force', '-batch', '-'], `${hosts.map((h) => `link set dev ${h} group ${GROUP}`).join('\n')}\nlink del group ${GROUP}\n`);
-}
-
-async function ipBatch(lines: readonly string[]): Promise<void> {
-  const r = await runCmd(['ip', '-force', '-batch', '-'], `${lines.join('\n')}\n`);
-  if (r.code !== 0) throw new Error(`ip -batch: ${r.stderr.slice(0, 500)}`);
-}
-
-function header(suite: string): void {
-  process.stderr.write(`== ${suite} (load average ${loadavg()})\n`);
-}
-
-// ------------------------------------------------------------------------------- veth creation
-
-async function vethCreate(): Promise<SuiteResult> {
-  header('veth-create');
-  const W = 256;
-  const series: Series = { name: 'ip -batch per batch (create + enslave + up)', points: [] };
-  const single: Series = { name: 'ip process per veth (reference)', points: [] };
-  let made: string[] = [];
-  const cleanup = (): void => {
-    deleteAllSync(made);
-    made = [];
-  };
-  for (const B of SIZES) {
-    const r = await measure(`veth create, batch ${B}`, W, async () => {
-      const hosts = newPairs(W);
-      made.push(...hosts);
-      for (let i = 0; i < W; i += B) await ipBatch(hosts.slice(i, i + B).map((h) => vethLine(h, peerOf(h))));
-    }, { betweenSamples: cleanup });
-    cleanup();
-    series.points.push({ batch: B, opsPerSec: r.opsPerSec, rme: r.rme, samples: r.samples });
-  }
-  // `ip link add ...` as its own process per veth (no -batch): what a per-operation driver pays.
-  const W1 = 64;
-  const r1 = await measure('veth create, one ip process each', W1, async () => {
-    const hosts = newPairs(W1);
-    made.push(...hosts);
-    for (const h of hosts) await runOk(['ip', ...vethLine(h, peerOf(h)).split(' ')]);
-  }, { betweenSamples: cleanup });
-  cleanup();
-  for (const B of SIZES) single.points.push({ batch: B, opsPerSec: r1.opsPerSec, rme: r1.rme, samples: r1.samples });
+  if (values.render !== undefined && names.length > 0) throw new UsageError('--render measures nothing: name no suite with it');
   return {
-    suite: 'veth-create',
-    title: 'veth pair creation vs batch size',
-    unit: 'veth pairs',
-    note: `Each sample creates ${W} veth pairs (enslaved to a bridge, up; the plugin's exact line) in \`ip -force -batch -\` processes of B lines each. Reference: one \`ip link add\` process per pair (flat: no batching).`,
-    series: [series, single],
-    loadavg: '',
-    when: new Date().toISOString(),
+    suites: [...new Set(names)],
+    repeats,
+    sizes: [...new Set(sizes)].sort((a, b) => a - b),
+    out: values.out ?? null,
+    render: values.render ?? null,
+    help: values.help === true,
   };
 }
 
-// ------------------------------------------------------------------------------- veth deletion
-
-async function vethDelete(): Promise<SuiteResult> {
-  header('veth-delete');
-  let W = 128;
-  let stock: string[] = [];
-  const restock = (): void => {
-    if (stock.length < 2 * W) {
-      const more = newPairs(2 * W - stock.length);
-      createSync(more);
-      stock.push(...more);
-    }
-  };
-  const take = (): string[] => {
-    if (stock.length < W) {
-      process.stderr.write('  (stock ran out inside a sample: its time includes creation)\n');
-      restock();
-    }
-    const t = stock.slice(0, W);
-    stock = stock.slice(W);
-    return t;
-  };
-  const oneByOne: Series = { name: 'link del per veth (ip -batch of B lines)', points: [] };
-  const group: Series = { name: 'link group + one bulk delete per batch', points: [] };
-  restock();
-  for (const B of SIZES) {
-    W = Math.max(128, B);
-    restock();
-    const r = await measure(`veth delete one by one, batch ${B}`, W, async () => {
-      const hosts = take();
-      for (let i = 0; i < W; i += B) await ipBatch(hosts.slice(i, i + B).map((h) => `link del dev ${h}`));
-    }, { betweenSamples: restock, maxTime: 3 });
-    oneByOne.points.push({ batch: B, opsPerSec: r.opsPerSec, rme: r.rme, samples: r.samples });
-    const g = await measure(`veth delete by link group, batch ${B}`, W, async () => {
-      const hosts = take();
-      for (let i = 0; i < W; i += B) await ipBatch([...hosts.slice(i, i + B).map((h) => `link set dev ${h} group ${GROUP}`), `link del group ${GROUP}`]);
-    }, { betweenSamples: restock, maxTime: 3 });
-    group.points.push({ batch: B, opsPerSec: g.opsPerSec, rme: g.rme, samples: g.samples });
-  }
-  deleteAllSync(stock);
-  stock = [];
-  return {
-    suite: 'veth-delete',
-    title: 'veth deletion vs batch size',
-    unit: 'veths deleted',
-    note: `Each sample deletes max(128, B) veth pairs, B per \`ip -force -batch -\` process: either one \`link del dev\` line per veth (one RCU grace period each), or every veth of the batch put into one link group and one \`link del group\` (one grace period per batch).`,
-    series: [oneByOne, group],
-    loadavg: '',
-    when: new Date().toISOString(),
-  };
-}
-
-// ------------------------------------------------------------------------------------- firewall
-
-function dnat(i: number, chain: string): string {
-  const ip = `198.18.${(i >> 8) & 255}.${(i & 255) || 1}`;
-  return `${chain} -p tcp -m tcp --dport ${32768 + (i % 28000)} -m comment --comment bb:ep=${i.toString(16).padStart(12, '0')} -j DNAT --to-destination ${ip}:80`;
-}
-
-async function restore(lines: readonly string[]): Promise<void> {
-  await runOk(['iptables-restore', '--noflush', '-w'], `*nat\n${lines.join('\n')}\nCOMMIT\n`);
-}
-
-async function firewall(): Promise<SuiteResult> {
-  header('firewall');
-  const CH = 'BBBENCH-DNAT';
-  const FILL = 'BBBENCH-FILL';
-  await restore([`:${CH} - [0:0]`, `:${FILL} - [0:0]`, `-A PREROUTING -m addrtype --dst-type LOCAL -j ${CH}`]);
-  const empty: Series = { name: 'iptables-restore per batch', points: [] };
-  const full: Series = { name: 'iptables-restore per batch, 10k rules in the chain', points: [] };
-  const perRule: Series = { name: 'iptables process per rule (reference)', points: [] };
-  const run = async (label: string, into: Series, B: number): Promise<void> => {
-    const W = Math.max(64, B);
-    const r = await measure(`${label}, batch ${B}`, 2 * W, async () => {
-      const base = seq;
-      seq += W;
-      for (let i = 0; i < W; i += B) await restore(Array.from({ length: Math.min(B, W - i) }, (_, k) => `-A ${dnat(base + i + k, CH)}`));
-      for (let i = 0; i < W; i += B) await restore(Array.from({ length: Math.min(B, W - i) }, (_, k) => `-D ${dnat(base + i + k, CH)}`));
-    }, { maxTime: 3 });
-    into.points.push({ batch: B, opsPerSec: r.opsPerSec, rme: r.rme, samples: r.samples });
-  };
-  try {
-    for (const B of SIZES) await run('rules add+delete', empty, B);
-    const W1 = 32;
-    const r1 = await measure('rules add+delete, one iptables process each', 2 * W1, async () => {
-      const base = seq;
-      seq += W1;
-      for (let i = 0; i < W1; i++) await runOk(['iptables', '-w', '-t', 'nat', '-A', ...dnat(base + i, CH).split(' ')]);
-      for (let i = 0; i < W1; i++) await runOk(['iptables', '-w', '-t', 'nat', '-D', ...dnat(base + i, CH).split(' ')]);
-    }, { maxTime: 3 });
-    for (const B of SIZES) perRule.points.push({ batch: B, opsPerSec: r1.opsPerSec, rme: r1.rme, samples: r1.samples });
-    // 10,000 DNAT rules in the same chain (as with --keep 10000): does a change cost O(ruleset)?
-    await restore(Array.from({ length: 10_000 }, (_, i) => `-A ${dnat(1_000_000 + i, CH)}`));
-    for (const B of SIZES) await run('rules add+delete with 10k present', full, B);
-  } finally {
-    await restore([`-D PREROUTING -m addrtype --dst-type LOCAL -j ${CH}`, `-F ${CH}`, `-X ${CH}`, `-F ${FILL}`, `-X ${FILL}`]).catch(() => undefined);
-  }
-  return {
-    suite: 'firewall',
-    title: 'firewall changes vs batch size',
-    unit: 'rule changes',
-    note: 'Each sample adds W = max(64, B) DNAT rules (the plugin\'s published-port rule) and deletes them again, B rules per `iptables-restore --noflush` (nf_tables backend); a change is one add or one delete. Reference: one `iptables -A`/`-D` process per rule.',
-    series: [empty, full, perRule],
-    loadavg: '',
-    when: new Date().toISOString(),
-  };
-}
-
-// ------------------------------------------------------------------------------------- pipeline
-
-async function pipeline(): Promise<SuiteResult> {
-  header('pipeline');
-  const series: Series = { name: 'plugin, --batch-max B, 128 clients', points: [] };
-  for (const B of SIZES) {
-    const plugin = await spawnPlugin({ batchMax: B });
-    const pool: NetworkPool = { nets: [] };
-    const N = B <= 4 ? 64 : B === 16 ? 256 : 512;
-    const opts = {
-      socketPath: plugin.socketPath,
-      pluginPid: plugin.pid,
-      nsPath: plugin.nsPath,
-      concurrency: 128,
-      networks: 16,
-      lifecycles: N,
-      durationS: null,
-      rate: null,
-      ports: 1,
-      keep: 0,
-      sandbox: false,
-      leakCheck: false,
-      injectLeak: null,
-      timeoutS: 300,
-      progress: false,
-      lone: 0,
-      pool,
-    } as const;
-    try {
-      await runLoad({ ...opts, lifecycles: 32 }); // warm up, creates the networks
-      let errors = 0;
-      const r = await measure(`pipeline, batch-max ${B}`, N, async () => {
-        const res = await runLoad(opts);
-        errors += res.errors.total;
-      }, { minSamples: 2, maxTime: 3 });
-      if (errors > 0) process.stderr.write(`  (${errors} failed requests during the samples)\n`);
-      series.points.push({ batch: B, opsPerSec: r.opsPerSec, rme: r.rme, samples: r.samples });
-    } finally {
-      await deleteNetworks(plugin.socketPath, pool);
-      await plugin.stop();
-    }
-  }
-  return {
-    suite: 'pipeline',
-    title: 'whole pipeline through the socket vs --batch-max',
-    unit: 'lifecycles',
-    note: 'Container lifecycles (CreateEndpoint, Join, ProgramExternalConnectivity with one published port, Revoke, Leave, DeleteEndpoint) by 128 concurrent clients over 16 networks, against a plugin spawned with `--batch-max B` (2 workers, default window). Each sample runs 64 (B ≤ 4), 256 (B = 16) or 512 lifecycles.',
-    series: [series],
-    loadavg: '',
-    when: new Date().toISOString(),
-  };
-}
-
-const SUITES: Record<string, () => Promise<SuiteResult>> = {
-  'veth-create': vethCreate,
-  'veth-delete': vethDelete,
-  firewall,
-  pipeline,
-};
-
-async function main(argv: string[]): Promise<number> {
-  const names = argv.length > 0 ? argv : Object.keys(SUITES);
-  for (const n of names) if (SUITES[n] === undefined) throw new Error(`unknown suite ${n} (have: ${Object.keys(SUITES).join(', ')})`);
-  const kernel = names.some((n) => n !== 'pipeline');
+async function runSuites(a: BenchArgs): Promise<number> {
+  const kernel = a.suites.some((n) => SUITES[n]?.kernel === true);
   if (kernel && isInitNetns(null)) throw new Error('refusing to run kernel benches in the root network namespace: run under `unshare --net` (npm run bench does)');
+  const commit = currentCommit();
+  const dir = a.out !== null ? resolve(a.out) : datedDir(RESULTS_ROOT, new Date(), commit, a.suites);
+  process.stderr.write(`bench: ${a.suites.join(', ')}; ${a.repeats} repeat(s) of sizes ${a.sizes.join(',')}; commit ${commit}; results in ${dir}\n`);
   if (kernel) await runOk(['ip', '-batch', '-'], `link add name ${BRIDGE} type bridge\nlink set dev ${BRIDGE} up\n`);
   try {
-    for (const n of names) {
+    for (const n of a.suites) {
+      const suite = SUITES[n];
+      if (suite === undefined) continue;
       const la = loadavg();
+      const when = new Date().toISOString();
       const t = performance.now();
-      const r = { ...(await (SUITES[n] as () => Promise<SuiteResult>)()), loadavg: la };
-      const files = writeResults(r);
+      const out = await suite.run({ sizes: a.sizes, repeats: a.repeats });
+      const files = writeResults(dir, { ...out, loadavg: la, when, commit, repeats: a.repeats });
       process.stderr.write(`  ${n}: ${((performance.now() - t) / 1000).toFixed(0)} s -> ${files.join(', ')}\n`);
     }
   } finally {
     if (kernel) await runCmd(['ip', 'link', 'del', BRIDGE]);
   }
   return 0;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  let a: BenchArgs;
+  try {
+    a = parseBenchArgs(argv);
+  } catch (e) {
+    if (!(e instanceof UsageError) && !String((e as NodeJS.ErrnoException).code).startsWith('ERR_PARSE_ARGS')) throw e;
+    process.stderr.write(`bench: ${(e as Error).message}\nRun 'npm run bench -- --help' for usage.\n`);
+    return 2;
+  }
+  if (a.help) {
+    process.stdout.write(usage());
+    return 0;
+  }
+  if (a.render !== null) {
+    for (const f of renderDir(resolve(a.render))) process.stderr.write(`  ${f}\n`);
+    return 0;
+  }
+  if (a.suites.length === 0) {
+    // Running everything takes long and is rarely meant: say what there is instead.
+    process.stderr.write(`bench: name the suites to run (or all)\n\n${usage()}`);
+    return 2;
+  }
+  return runSuites(a);
 }
 
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(realpathSync(process.argv[1])).href) {

@@ -6,6 +6,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" != 0 ]; then echo "scripts/test.sh: run as root (the kernel and dockerd tests need it)" >&2; exit 1; fi
 npx --no-install tsc -p tsconfig.json || exit 1
+sh scripts/build-cni.sh || exit 1
 
 tiers=("$@"); [ ${#tiers[@]} -eq 0 ] && tiers=(unit netns e2e)
 out=$(mktemp -d /tmp/bbtest.XXXXXX)

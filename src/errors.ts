@@ -9,7 +9,8 @@ export type ErrorKind =
   | 'not-found' // refers to something we do not know
   | 'not-supported' // a call this driver does not implement
   | 'unavailable' // we are shedding load or shutting down
-  | 'kernel'; // the kernel refused the work
+  | 'kernel' // the kernel refused the work
+  | 'setup'; // batchbridge refuses to start or to open its books (unsafe state dir, another instance)
 
 export abstract class BbError extends Error {
   abstract readonly code: string;
@@ -40,6 +41,28 @@ export class NotSupportedError extends defineError('BB_ERR_NOT_SUPPORTED', 'not-
 export class OverloadedError extends defineError('BB_ERR_OVERLOADED', 'unavailable') {}
 export class ShuttingDownError extends defineError('BB_ERR_SHUTTING_DOWN', 'unavailable') {}
 export class KernelError extends defineError('BB_ERR_KERNEL', 'kernel') {}
+export class StateDirUnsafeError extends defineError('BB_ERR_STATE_DIR_UNSAFE', 'setup') {}
+export class InstanceConflictError extends defineError('BB_ERR_INSTANCE_CONFLICT', 'setup') {}
+
+// CNI front end only (src/cni/cni-error.ts maps them to the spec's codes; docs/cni.md).
+export class CniVersionError extends defineError('BB_ERR_CNI_VERSION', 'bad-request') {}
+export class CniUnsupportedFieldError extends defineError('BB_ERR_CNI_UNSUPPORTED_FIELD', 'not-supported') {}
+export class CniUnknownContainerError extends defineError('BB_ERR_CNI_UNKNOWN_CONTAINER', 'not-found') {}
+export class CniEnvironmentError extends defineError('BB_ERR_CNI_ENV', 'bad-request') {}
+export class CniIoError extends defineError('BB_ERR_CNI_IO', 'bad-request') {}
+export class CniDecodeError extends defineError('BB_ERR_CNI_DECODE', 'bad-request') {}
+export class CniConfigError extends defineError('BB_ERR_CNI_CONFIG', 'bad-request') {}
+export class CniCheckFailedError extends defineError('BB_ERR_CNI_CHECK_FAILED', 'not-found') {}
+/** A delegated (IPAM) plugin failed; its own CNI code and details are passed on unchanged. */
+export class CniDelegateError extends defineError('BB_ERR_CNI_DELEGATE', 'kernel') {
+  constructor(
+    message: string,
+    readonly cniCode = 0, // 0: the plugin gave none
+    readonly details = '',
+  ) {
+    super(message);
+  }
+}
 
 /** All error classes, so docs/errors.md can be checked against the code. */
 export const ALL_ERRORS = {
@@ -59,4 +82,15 @@ export const ALL_ERRORS = {
   OverloadedError,
   ShuttingDownError,
   KernelError,
+  CniVersionError,
+  CniUnsupportedFieldError,
+  CniUnknownContainerError,
+  CniEnvironmentError,
+  CniIoError,
+  CniDecodeError,
+  CniConfigError,
+  CniCheckFailedError,
+  CniDelegateError,
+  StateDirUnsafeError,
+  InstanceConflictError,
 } as const;

@@ -2,11 +2,13 @@
 // so the harness stays lean: after Join, the container end of the veth moves into a fresh
 // namespace; before Leave it moves back to the plugin's namespace and the namespace is deleted.
 // All of it through `ip -force -batch -` run in the plugin's namespace, one process per batch,
-// one batch at a time (the next fills while one runs).
+// one batch at a time (the next fills while one runs). The lines come from the ip vocabulary.
+import { parseIpErrors } from '../../src/ip/errors.js';
+import { renderIpScript, type IpLine } from '../../src/ip/lines.js';
 import { inNetns, runCmd } from './exec.js';
 
 interface Item {
-  readonly lines: string[];
+  readonly lines: IpLine[];
   readonly resolve: (err: string | null) => void;
 }
 
@@ -31,14 +33,20 @@ export class SandboxBatcher {
   }
 
   enter(ns: string, ifname: string): Promise<string | null> {
-    return this.submit([`netns add ${ns}`, `link set dev ${ifname} netns ${ns}`]);
+    return this.submit([
+      { op: 'netns-add', name: ns },
+      { op: 'set-netns', dev: ifname, netns: ns },
+    ]);
   }
 
   leave(ns: string, ifname: string): Promise<string | null> {
-    return this.submit([`netns exec ${ns} ip link set dev ${ifname} netns ${this.homePid}`, `netns del ${ns}`]);
+    return this.submit([
+      { op: 'in-netns', name: ns, line: { op: 'set-netns', dev: ifname, netns: this.homePid } },
+      { op: 'netns-del', name: ns },
+    ]);
   }
 
-  private submit(lines: string[]): Promise<string | null> {
+  private submit(lines: IpLine[]): Promise<string | null> {
     return new Promise((resolve) => {
       this.queue.push({ lines, resolve });
       if (!this.running) void this.pump();
@@ -50,7 +58,7 @@ export class SandboxBatcher {
     while (this.queue.length > 0) {
       const items = this.queue.splice(0, this.max);
       const owner: number[] = [];
-      const text: string[] = [];
+      const text: IpLine[] = [];
       items.forEach((it, i) => {
         for (const l of it.lines) {
           text.push(l);
@@ -59,16 +67,11 @@ export class SandboxBatcher {
       });
       this.batches++;
       this.lines += text.length;
-      const r = await runCmd(inNetns(this.nsPath, ['ip', '-force', '-batch', '-']), `${text.join('\n')}\n`);
+      const r = await runCmd(inNetns(this.nsPath, ['ip', '-force', '-batch', '-']), renderIpScript(text));
       const errs = new Map<number, string>();
-      let pending: string[] = [];
-      for (const raw of r.stderr.split('\n')) {
-        const m = /^Command failed -:(\d+)$/.exec(raw.trim());
-        if (m) {
-          const o = owner[Number(m[1]) - 1];
-          if (o !== undefined && !errs.has(o)) errs.set(o, pending.join('; ') || 'failed');
-          pending = [];
-        } else if (raw.trim() !== '') pending.push(raw.trim());
+      for (const f of parseIpErrors(r.stderr).failures) {
+        const o = owner[f.line - 1];
+        if (o !== undefined && !errs.has(o)) errs.set(o, f.message);
       }
       const stray = r.code !== 0 && errs.size === 0 ? `ip -batch exited ${r.code}: ${r.stderr.trim().slice(0, 300)}` : null;
       items.forEach((it, i) => it.resolve(errs.get(i) ?? stray));

@@ -10,6 +10,8 @@ const STATUS: Record<ErrorKind, number> = {
   'not-supported': 501,
   unavailable: 503,
   kernel: 500,
+  // Raised before the socket listens (or by the CLI); never a protocol answer in practice.
+  setup: 500,
 };
 
 export interface ErrorAnswer {

@@ -11,7 +11,7 @@
 // (the scheduler) guarantee that two operations of one endpoint are never pending together, so
 // batches that run side by side never touch the same kernel object.
 import { channel } from 'node:diagnostics_channel';
-import type { BatchResponse, OpResult, OpWork } from './ops.js';
+import type { BatchResponse, OpResult, OpWork } from './work.js';
 import type { BookChanges } from '../state/store.js';
 import type { IntentItem } from '../state/records.js';
 

@@ -100,6 +100,16 @@ export function firstHost(c: Cidr): string {
   return ipaddr.fromByteArray(bytes).toString();
 }
 
+/** The last address of a network: its IPv4 broadcast address. */
+export function lastAddress(c: Cidr): string {
+  const bytes = ipaddr.parse(c.network.slice(0, c.network.indexOf('/'))).toByteArray();
+  for (let bit = c.prefix; bit < bytes.length * 8; bit++) {
+    const i = bit >> 3;
+    bytes[i] = (bytes[i] ?? 0) | (0x80 >> (bit & 7));
+  }
+  return ipaddr.fromByteArray(bytes).toString();
+}
+
 export function ipBytes(ip: string): number[] {
   return ipaddr.parse(ip).toByteArray();
 }

@@ -1,7 +1,7 @@
-// CreateEndpoint request → what the endpoint gets: the built-in driver's MAC and IPv6 derivation
+// What an endpoint gets on a network: the built-in driver's checks and its MAC and IPv6 derivation
 // (libnetwork drivers/bridge CreateEndpoint).
-import { InvalidAddressError, InvalidRequestError, NotSupportedError } from '../errors.js';
-import { bytesToIp, cidrContains, ipBytes, parseCidr, type Cidr } from './addr.js';
+import { InvalidAddressError, NotSupportedError } from '../errors.js';
+import { bytesToIp, cidrContains, ipBytes, lastAddress, parseCidr, type Cidr } from './addr.js';
 import type { NetworkSpec } from './network-spec.js';
 
 const MAC_RE = /^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/;
@@ -35,70 +35,56 @@ export function ipv6FromMac(network: Cidr, mac: string, networkId: string): Cidr
   return parseCidr(`${bytesToIp(bytes)}/${network.prefix}`, 'derived IPv6 address', 6);
 }
 
+/** An endpoint's addresses as a front end asks for them, not yet checked against its network. */
+export interface AddressRequest {
+  readonly ipv4: string;
+  readonly ipv6: string | null;
+  /** an explicit MAC address */
+  readonly mac: string | null;
+  /** the MAC to take when none is explicit, before deriving one from the IPv4 address */
+  readonly macFallback?: string | null;
+  /** what errors call the two address fields */
+  readonly names: { readonly ipv4: string; readonly ipv6: string };
+}
+
 export interface EndpointAddresses {
   readonly ipv4: Cidr;
   readonly ipv6: Cidr | null;
   readonly mac: string;
-  /** fields the response must carry back (never the IPv4 address: dockerd rejects that) */
-  readonly reply: { MacAddress?: string; AddressIPv6?: string };
+  /** the MAC was not explicit in the request (derived, or the fallback): the answer must say it */
+  readonly macChosen: boolean;
+  /** the IPv6 address was derived: the answer must say it */
+  readonly ipv6Chosen: boolean;
 }
 
-export interface CreateEndpointInterface {
-  readonly Address?: unknown;
-  readonly AddressIPv6?: unknown;
-  readonly MacAddress?: unknown;
-}
-
-export function resolveEndpointAddresses(
-  net: NetworkSpec,
-  iface: CreateEndpointInterface | null | undefined,
-  macOption: unknown,
-): EndpointAddresses {
-  if (iface === null || iface === undefined || typeof iface !== 'object') {
-    throw new InvalidRequestError('Interface is required (with at least an IPv4 Address)');
-  }
-  if (typeof iface.Address !== 'string' || iface.Address === '') {
-    throw new InvalidRequestError('Interface.Address is required: the bridge driver needs an IPv4 address');
-  }
-  const ipv4 = parseCidr(iface.Address, 'Interface.Address', 4);
+/** The built-in driver's rules for an endpoint's addresses on a network. */
+export function resolveAddresses(net: NetworkSpec, r: AddressRequest): EndpointAddresses {
+  const ipv4 = parseCidr(r.ipv4, r.names.ipv4, 4);
   const subnet = parseCidr(net.ipv4.network, 'subnet', 4);
-  if (!cidrContains(subnet, ipv4.ip)) {
-    throw new InvalidAddressError(`invalid Interface.Address ${ipv4.ip}: not in subnet ${subnet.network}`);
+  if (!cidrContains(subnet, ipv4.ip)) throw new InvalidAddressError(`invalid ${r.names.ipv4} ${ipv4.ip}: not in subnet ${subnet.network}`);
+  if (ipv4.prefix !== subnet.prefix) throw new InvalidAddressError(`invalid ${r.names.ipv4} ${ipv4.ip}/${ipv4.prefix}: the network's prefix is /${subnet.prefix}`);
+  // No IPAM hands these out; a container holding one would be unreachable or reach everyone.
+  if (subnet.prefix < 31 && (ipv4.ip === subnet.network.slice(0, subnet.network.indexOf('/')) || ipv4.ip === lastAddress(subnet))) {
+    throw new InvalidAddressError(`invalid ${r.names.ipv4} ${ipv4.ip}: it is the subnet's network or broadcast address`);
   }
-  if (ipv4.ip === net.ipv4.ip && !net.inhibitIpv4) {
-    throw new InvalidAddressError(`invalid Interface.Address ${ipv4.ip}: it is the network's gateway`);
-  }
-  const reply: { MacAddress?: string; AddressIPv6?: string } = {};
-  let mac: string;
-  if (typeof iface.MacAddress === 'string' && iface.MacAddress !== '') {
-    mac = parseMac(iface.MacAddress);
-  } else if (iface.MacAddress !== undefined && iface.MacAddress !== null && iface.MacAddress !== '') {
-    throw new InvalidRequestError('Interface.MacAddress must be a string');
-  } else {
-    mac = typeof macOption === 'string' && macOption !== '' ? macFromBase64Option(macOption) : macFromIpv4(ipv4.ip);
-    reply.MacAddress = mac;
-  }
+  if (ipv4.ip === net.ipv4.ip && !net.inhibitIpv4) throw new InvalidAddressError(`invalid ${r.names.ipv4} ${ipv4.ip}: it is the network's gateway`);
+  const macChosen = r.mac === null;
+  const mac = r.mac !== null ? parseMac(r.mac) : (r.macFallback ?? macFromIpv4(ipv4.ip));
   let ipv6: Cidr | null = null;
-  if (typeof iface.AddressIPv6 === 'string' && iface.AddressIPv6 !== '') {
+  if (r.ipv6 !== null) {
     if (!net.enableIpv6) throw new InvalidAddressError('an IPv6 address was given but the network has IPv6 disabled');
-    ipv6 = parseCidr(iface.AddressIPv6, 'Interface.AddressIPv6', 6);
+    ipv6 = parseCidr(r.ipv6, r.names.ipv6, 6);
     if (net.ipv6 !== null && !cidrContains(parseCidr(net.ipv6.network, 'subnet', 6), ipv6.ip)) {
-      throw new InvalidAddressError(`invalid Interface.AddressIPv6 ${ipv6.ip}: not in subnet ${net.ipv6.network}`);
+      throw new InvalidAddressError(`invalid ${r.names.ipv6} ${ipv6.ip}: not in subnet ${net.ipv6.network}`);
     }
-  } else if (iface.AddressIPv6 !== undefined && iface.AddressIPv6 !== null && iface.AddressIPv6 !== '') {
-    throw new InvalidRequestError('Interface.AddressIPv6 must be a string');
+    if (net.ipv6 !== null && ipv6.prefix !== net.ipv6.prefix) throw new InvalidAddressError(`invalid ${r.names.ipv6} ${ipv6.ip}/${ipv6.prefix}: the network's prefix is /${net.ipv6.prefix}`);
   } else if (net.enableIpv6) {
-    const base = net.ipv6 ?? parseCidr('fe80::1/64', 'link-local', 6);
-    ipv6 = ipv6FromMac(base, mac, net.id);
-    reply.AddressIPv6 = `${ipv6.ip}/${ipv6.prefix}`;
+    ipv6 = ipv6FromMac(net.ipv6 ?? parseCidr('fe80::1/64', 'link-local', 6), mac, net.id);
   }
-  return { ipv4, ipv6, mac, reply };
+  return { ipv4, ipv6, mac, macChosen, ipv6Chosen: r.ipv6 === null && ipv6 !== null };
 }
 
-/** The endpoint MAC option is a Go net.HardwareAddr marshalled as base64 (spec 1.4). */
-function macFromBase64Option(b64: string): string {
-  if (!/^[A-Za-z0-9+/]{8}$/.test(b64)) throw new InvalidAddressError('invalid com.docker.network.endpoint.macaddress option');
-  const bytes = Buffer.from(b64, 'base64');
-  if (bytes.length !== 6) throw new InvalidAddressError('invalid com.docker.network.endpoint.macaddress option');
-  return parseMac([...bytes].map((b) => b.toString(16).padStart(2, '0')).join(':'));
+/** "ip/prefix" of a parsed address, as the books keep it. */
+export function cidrText(c: Cidr): string {
+  return `${c.ip}/${c.prefix}`;
 }

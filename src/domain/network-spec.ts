@@ -1,7 +1,9 @@
-// CreateNetwork request → NetworkSpec, by the built-in bridge driver's rules (libnetwork
-// drivers/bridge parseNetworkOptions/processIPAM/Validate), plus the checks newer Docker added
-// (link-local and multicast subnets) and a few more for values that could only fail later in the
-// kernel (MTU bounds, bridge name syntax).
+// A network in domain terms (NetworkSpec) and the one place its fields are validated, by the
+// built-in bridge driver's rules (libnetwork drivers/bridge parseNetworkOptions/processIPAM/
+// Validate), plus the checks newer Docker added (link-local and multicast subnets) and a few more
+// for values that could only fail later in the kernel (MTU bounds, bridge name syntax). Each front
+// end maps its own wire format onto NetworkFields, naming every value as its user knows it, so
+// both get the same rules and the same errors (api/network-options.ts, cni/).
 import { randomBytes } from 'node:crypto';
 import { InvalidAddressError, InvalidOptionError, InvalidRequestError, NotSupportedError } from '../errors.js';
 import { cidrContains, cidrsOverlap, firstHost, isMulticast, parseCidr, parseIp, type Cidr } from './addr.js';
@@ -35,38 +37,6 @@ export interface NetworkSpec {
   readonly gatewayIpv6: string;
 }
 
-export const OPT = {
-  bridgeName: 'com.docker.network.bridge.name',
-  icc: 'com.docker.network.bridge.enable_icc',
-  masquerade: 'com.docker.network.bridge.enable_ip_masquerade',
-  hostBindingIpv4: 'com.docker.network.bridge.host_binding_ipv4',
-  inhibitIpv4: 'com.docker.network.bridge.inhibit_ipv4',
-  defaultBridge: 'com.docker.network.bridge.default_bridge',
-  gatewayModeIpv4: 'com.docker.network.bridge.gateway_mode_ipv4',
-  gatewayModeIpv6: 'com.docker.network.bridge.gateway_mode_ipv6',
-  mtu: 'com.docker.network.driver.mtu',
-  ifacePrefix: 'com.docker.network.container_iface_prefix',
-  hostIpv4: 'com.docker.network.host_ipv4',
-  enableIpv6: 'com.docker.network.enable_ipv6',
-  internal: 'com.docker.network.internal',
-  generic: 'com.docker.network.generic',
-} as const;
-
-const GENERIC_KEYS: ReadonlySet<string> = new Set([
-  OPT.bridgeName,
-  OPT.icc,
-  OPT.masquerade,
-  OPT.hostBindingIpv4,
-  OPT.inhibitIpv4,
-  OPT.defaultBridge,
-  OPT.gatewayModeIpv4,
-  OPT.gatewayModeIpv6,
-  OPT.mtu,
-  OPT.ifacePrefix,
-  OPT.hostIpv4,
-  OPT.enableIpv6,
-]);
-
 export interface IpamData {
   readonly Pool?: unknown;
   readonly Gateway?: unknown;
@@ -74,11 +44,39 @@ export interface IpamData {
   readonly AddressSpace?: unknown;
 }
 
-export interface CreateNetworkInput {
-  readonly NetworkID: NetworkId;
-  readonly Options: Record<string, unknown>;
-  readonly IPv4Data: readonly unknown[];
-  readonly IPv6Data: readonly unknown[];
+/** A value as a front end found it, and the name its user knows it by (for error messages). */
+export interface OptionValue {
+  readonly value: unknown;
+  readonly name: string;
+}
+
+/** One family's addressing as a front end found it. */
+export interface IpamFields {
+  readonly pool: unknown;
+  readonly gateway: unknown;
+  /** a default gateway other than the bridge address (Docker's AuxAddresses DefaultGatewayIPv4/6) */
+  readonly auxGateway?: OptionValue;
+  /** how errors name this entry, e.g. "IPv4Data[0]" */
+  readonly where: string;
+}
+
+export interface NetworkFields {
+  readonly id: NetworkId;
+  readonly bridge?: OptionValue | undefined;
+  readonly mtu?: OptionValue | undefined;
+  readonly icc?: OptionValue | undefined;
+  readonly masquerade?: OptionValue | undefined;
+  readonly hostBindingIpv4?: OptionValue | undefined;
+  readonly hostIpv4?: OptionValue | undefined;
+  readonly inhibitIpv4?: OptionValue | undefined;
+  readonly ifacePrefix?: OptionValue | undefined;
+  readonly internal?: OptionValue | undefined;
+  readonly enableIpv6?: OptionValue | undefined;
+  readonly gatewayModeIpv4?: OptionValue | undefined;
+  readonly gatewayModeIpv6?: OptionValue | undefined;
+  readonly defaultBridge?: OptionValue | undefined;
+  readonly ipv4: IpamFields | null;
+  readonly ipv6: IpamFields | null;
 }
 
 /** Go's strconv.ParseBool, which the built-in driver uses for every boolean option. */
@@ -97,18 +95,25 @@ export function parseGoBool(key: string, value: unknown): boolean {
   }
 }
 
-function optString(key: string, value: unknown): string {
-  if (typeof value === 'string') return value;
-  if (typeof value === 'number' || typeof value === 'boolean') return String(value);
-  throw new InvalidOptionError(`failed to parse ${key} value: expected a string`);
+function optString(o: OptionValue): string {
+  if (typeof o.value === 'string') return o.value;
+  if (typeof o.value === 'number' || typeof o.value === 'boolean') return String(o.value);
+  throw new InvalidOptionError(`failed to parse ${o.name} value: expected a string`);
 }
 
-export function parseMtu(value: unknown, ipv6: boolean): number {
-  const text = optString(OPT.mtu, value);
+/** Unset: absent, or an empty string (Docker's CLI sends "" for options given without a value). */
+function unset(o: OptionValue | undefined): o is undefined {
+  return o === undefined || o.value === undefined || o.value === '';
+}
+
+function bool(o: OptionValue | undefined, dflt: boolean): boolean {
+  return o === undefined || o.value === undefined ? dflt : parseGoBool(o.name, o.value);
+}
+
+export function parseMtu(o: OptionValue, ipv6: boolean): number {
+  const text = optString(o);
   if (!/^[+-]?\d{1,10}$/.test(text)) {
-    throw new InvalidOptionError(
-      `failed to parse ${OPT.mtu} value: ${text.slice(0, 32)} (strconv.Atoi: parsing ${JSON.stringify(text.slice(0, 32))}: invalid syntax)`,
-    );
+    throw new InvalidOptionError(`failed to parse ${o.name} value: ${text.slice(0, 32)} (strconv.Atoi: parsing ${JSON.stringify(text.slice(0, 32))}: invalid syntax)`);
   }
   const mtu = Number(text);
   if (mtu < 0) throw new InvalidOptionError(`invalid MTU number: ${mtu}`);
@@ -120,23 +125,36 @@ export function parseMtu(value: unknown, ipv6: boolean): number {
   return mtu;
 }
 
-function parseGatewayMode(key: string, value: unknown): GatewayMode {
-  const text = optString(key, value);
+function parseGatewayMode(o: OptionValue | undefined): GatewayMode {
+  if (o === undefined || o.value === undefined) return 'nat';
+  const text = optString(o);
   if (text === 'nat' || text === 'routed') return text;
-  throw new InvalidOptionError(`unknown gateway mode ${JSON.stringify(text.slice(0, 32))} in ${key} (nat, routed)`);
+  throw new InvalidOptionError(`unknown gateway mode ${JSON.stringify(text.slice(0, 32))} in ${o.name} (nat, routed)`);
 }
 
-function readIpam(list: readonly unknown[], family: 4 | 6, id: NetworkId): { pool: Cidr; gateway: Cidr; aux: string | null } | null {
-  if (!Array.isArray(list)) throw new InvalidRequestError(`IPv${family}Data must be a list`);
-  if (list.length === 0) return null;
-  if (list.length > 1) throw new InvalidRequestError('bridge driver doesn\'t support multiple subnets');
-  const d = list[0] as IpamData | null;
-  if (d === null || typeof d !== 'object') throw new InvalidRequestError(`IPv${family}Data[0] must be an object`);
-  if (typeof d.Pool !== 'string' || d.Pool === '') {
-    if (family === 4) throw new InvalidRequestError('ipv4 pool is empty');
-    throw new InvalidRequestError('ipv6 pool is empty');
+function parseHostIp(o: OptionValue | undefined, family: 4 | undefined, why: string): string | null {
+  if (unset(o)) return null;
+  const text = optString(o);
+  try {
+    return parseIp(text, o.name, family).ip;
+  } catch {
+    throw new InvalidOptionError(`failed to parse ${o.name} value: ${text.slice(0, 64)} (${why})`);
   }
-  const pool = parseCidr(d.Pool, `IPv${family} subnet`, family);
+}
+
+function parseIfacePrefix(o: OptionValue | undefined): string {
+  if (unset(o)) return 'eth';
+  const text = optString(o);
+  // dockerd appends a counter, so leave room for it inside the 15-byte limit.
+  if (!/^[A-Za-z][A-Za-z0-9_-]{0,11}$/.test(text)) {
+    throw new InvalidOptionError(`invalid ${o.name} ${JSON.stringify(text.slice(0, 40))}: 1 to 12 characters of [A-Za-z0-9_-], starting with a letter`);
+  }
+  return text;
+}
+
+function parsePool(d: IpamFields, family: 4 | 6): Cidr {
+  if (typeof d.pool !== 'string' || d.pool === '') throw new InvalidRequestError(`ipv${family} pool is empty`);
+  const pool = parseCidr(d.pool, `IPv${family} subnet`, family);
   if (family === 4 && pool.prefix === 0) throw new InvalidRequestError('ipv4 pool is empty');
   if (isMulticast(pool)) throw new InvalidAddressError(`invalid IPv${family} subnet ${pool.network}: multicast subnets are not allowed`);
   if (family === 6) {
@@ -149,127 +167,76 @@ function readIpam(list: readonly unknown[], family: 4 | 6, id: NetworkId): { poo
   if (family === 4 && pool.prefix > 30) {
     throw new InvalidAddressError(`invalid IPv4 subnet ${pool.network}: too small for a gateway and a container`);
   }
-  let gateway: Cidr;
-  if (d.Gateway === undefined || d.Gateway === null || d.Gateway === '') {
-    gateway = parseCidr(`${firstHost(pool)}/${pool.prefix}`, `IPv${family} gateway`, family);
-  } else {
-    if (typeof d.Gateway !== 'string') throw new InvalidRequestError(`IPv${family}Data[0].Gateway must be a string`);
-    const g = d.Gateway.includes('/') ? parseCidr(d.Gateway, `IPv${family} gateway`, family) : parseCidr(`${parseIp(d.Gateway, `IPv${family} gateway`, family).ip}/${pool.prefix}`, `IPv${family} gateway`, family);
-    if (!cidrContains(pool, g.ip)) {
-      throw new InvalidAddressError(`invalid IPv${family} gateway ${g.ip}: not in subnet ${pool.network} of network ${id}`);
-    }
-    if (g.ip === pool.network.slice(0, pool.network.indexOf('/')) && (family === 6 || pool.prefix < 31)) {
-      throw new InvalidAddressError(`invalid IPv${family} gateway ${g.ip}: it is the subnet's network address`);
-    }
-    // The bridge address always carries the pool's prefix, whatever mask the gateway came with.
-    gateway = { ...g, prefix: pool.prefix, network: pool.network };
-  }
-  let aux: string | null = null;
-  if (d.AuxAddresses !== undefined && d.AuxAddresses !== null) {
-    if (typeof d.AuxAddresses !== 'object' || Array.isArray(d.AuxAddresses)) {
-      throw new InvalidRequestError(`IPv${family}Data[0].AuxAddresses must be an object`);
-    }
-    const key = family === 4 ? 'DefaultGatewayIPv4' : 'DefaultGatewayIPv6';
-    const raw = (d.AuxAddresses as Record<string, unknown>)[key];
-    if (raw !== undefined) {
-      if (typeof raw !== 'string') throw new InvalidRequestError(`${key} must be a string`);
-      const a = raw.includes('/') ? parseCidr(raw, key, family).ip : parseIp(raw, key, family).ip;
-      if (!cidrContains(pool, a)) throw new InvalidAddressError('default gateway ip must be part of the network');
-      aux = a;
-    }
-  }
-  return { pool, gateway, aux };
+  return pool;
 }
 
-/** Parses and validates everything that does not depend on other networks. */
-export function parseNetworkSpec(input: CreateNetworkInput): NetworkSpec {
-  const { NetworkID: id } = input;
-  const options = input.Options;
-  if (options === null || typeof options !== 'object' || Array.isArray(options)) {
-    throw new InvalidRequestError('Options must be an object');
+function parseGateway(d: IpamFields, family: 4 | 6, pool: Cidr, id: NetworkId): Cidr {
+  if (d.gateway === undefined || d.gateway === null || d.gateway === '') {
+    return parseCidr(`${firstHost(pool)}/${pool.prefix}`, `IPv${family} gateway`, family);
   }
-  const genericRaw = options[OPT.generic];
-  let generic: Record<string, unknown> = {};
-  if (genericRaw !== undefined && genericRaw !== null) {
-    if (typeof genericRaw !== 'object' || Array.isArray(genericRaw)) {
-      throw new InvalidOptionError(`${OPT.generic} must be an object`);
-    }
-    generic = genericRaw as Record<string, unknown>;
+  if (typeof d.gateway !== 'string') throw new InvalidRequestError(`${d.where}.Gateway must be a string`);
+  const what = `IPv${family} gateway`;
+  const g = d.gateway.includes('/') ? parseCidr(d.gateway, what, family) : parseCidr(`${parseIp(d.gateway, what, family).ip}/${pool.prefix}`, what, family);
+  if (!cidrContains(pool, g.ip)) {
+    throw new InvalidAddressError(`invalid IPv${family} gateway ${g.ip}: not in subnet ${pool.network} of network ${id}`);
   }
-  for (const key of Object.keys(generic)) {
-    if (!GENERIC_KEYS.has(key)) {
-      throw new InvalidOptionError(`unknown option ${JSON.stringify(key.slice(0, 80))} for the batchbridge driver`);
-    }
+  if (g.ip === pool.network.slice(0, pool.network.indexOf('/')) && (family === 6 || pool.prefix < 31)) {
+    throw new InvalidAddressError(`invalid IPv${family} gateway ${g.ip}: it is the subnet's network address`);
   }
-  const bool = (key: string, dflt: boolean): boolean => (generic[key] === undefined ? dflt : parseGoBool(key, generic[key]));
+  // The bridge address always carries the pool's prefix, whatever mask the gateway came with.
+  return { ...g, prefix: pool.prefix, network: pool.network };
+}
 
-  let enableIpv6 = bool(OPT.enableIpv6, false);
-  if (options[OPT.enableIpv6] !== undefined) enableIpv6 = parseGoBool(OPT.enableIpv6, options[OPT.enableIpv6]);
-  const internal = options[OPT.internal] === undefined ? false : parseGoBool(OPT.internal, options[OPT.internal]);
+function parseAuxGateway(o: OptionValue | undefined, family: 4 | 6, pool: Cidr): string | null {
+  if (o === undefined || o.value === undefined) return null;
+  if (typeof o.value !== 'string') throw new InvalidRequestError(`${o.name} must be a string`);
+  const a = o.value.includes('/') ? parseCidr(o.value, o.name, family).ip : parseIp(o.value, o.name, family).ip;
+  if (!cidrContains(pool, a)) throw new InvalidAddressError('default gateway ip must be part of the network');
+  return a;
+}
 
-  if (bool(OPT.defaultBridge, false)) {
-    throw new NotSupportedError(`${OPT.defaultBridge} is not supported: the default bridge belongs to dockerd`);
+function readIpam(d: IpamFields | null, family: 4 | 6, id: NetworkId): { gateway: Cidr; aux: string | null } | null {
+  if (d === null) return null;
+  const pool = parsePool(d, family);
+  return { gateway: parseGateway(d, family, pool, id), aux: parseAuxGateway(d.auxGateway, family, pool) };
+}
+
+/** Validates everything that does not depend on other networks. */
+export function buildNetworkSpec(f: NetworkFields): NetworkSpec {
+  const { id } = f;
+  // The order of the checks is the built-in driver's: the first error found is the one reported.
+  const enableIpv6 = bool(f.enableIpv6, false);
+  const internal = bool(f.internal, false);
+  if (bool(f.defaultBridge, false)) {
+    throw new NotSupportedError(`${f.defaultBridge?.name ?? 'default_bridge'} is not supported: the default bridge belongs to dockerd`);
   }
-
-  const bridge =
-    generic[OPT.bridgeName] === undefined || generic[OPT.bridgeName] === ''
-      ? defaultBridgeName(id)
-      : parseIfName(optString(OPT.bridgeName, generic[OPT.bridgeName]), 'bridge name');
-
-  const mtu = generic[OPT.mtu] === undefined ? 0 : parseMtu(generic[OPT.mtu], enableIpv6);
-
-  let hostBindingIpv4 = '0.0.0.0';
-  if (generic[OPT.hostBindingIpv4] !== undefined && generic[OPT.hostBindingIpv4] !== '') {
-    const text = optString(OPT.hostBindingIpv4, generic[OPT.hostBindingIpv4]);
-    try {
-      hostBindingIpv4 = parseIp(text, OPT.hostBindingIpv4).ip;
-    } catch {
-      throw new InvalidOptionError(`failed to parse ${OPT.hostBindingIpv4} value: ${text.slice(0, 64)} (nil ip)`);
-    }
-  }
-  let hostIpv4: string | null = null;
-  if (generic[OPT.hostIpv4] !== undefined && generic[OPT.hostIpv4] !== '') {
-    const text = optString(OPT.hostIpv4, generic[OPT.hostIpv4]);
-    try {
-      hostIpv4 = parseIp(text, OPT.hostIpv4, 4).ip;
-    } catch {
-      throw new InvalidOptionError(`failed to parse ${OPT.hostIpv4} value: ${text.slice(0, 64)} (not an IPv4 address)`);
-    }
-  }
-
-  let ifacePrefix = 'eth';
-  if (generic[OPT.ifacePrefix] !== undefined && generic[OPT.ifacePrefix] !== '') {
-    const text = optString(OPT.ifacePrefix, generic[OPT.ifacePrefix]);
-    // dockerd appends a counter, so leave room for it inside the 15-byte limit.
-    if (!/^[A-Za-z][A-Za-z0-9_-]{0,11}$/.test(text)) {
-      throw new InvalidOptionError(`invalid ${OPT.ifacePrefix} ${JSON.stringify(text.slice(0, 40))}: 1 to 12 characters of [A-Za-z0-9_-], starting with a letter`);
-    }
-    ifacePrefix = text;
-  }
-
-  const v4 = readIpam(input.IPv4Data, 4, id);
+  const bridge = unset(f.bridge) ? defaultBridgeName(id) : parseIfName(optString(f.bridge), 'bridge name');
+  const mtu = f.mtu === undefined || f.mtu.value === undefined ? 0 : parseMtu(f.mtu, enableIpv6);
+  const hostBindingIpv4 = parseHostIp(f.hostBindingIpv4, undefined, 'nil ip') ?? '0.0.0.0';
+  const hostIpv4 = parseHostIp(f.hostIpv4, 4, 'not an IPv4 address');
+  const ifacePrefix = parseIfacePrefix(f.ifacePrefix);
+  const v4 = readIpam(f.ipv4, 4, id);
   if (v4 === null) throw new InvalidRequestError(`bridge network ${id} requires ipv4 configuration`);
-  const v6 = readIpam(input.IPv6Data, 6, id);
+  const v6 = readIpam(f.ipv6, 6, id);
   if (v6 !== null && !enableIpv6) {
-    throw new InvalidRequestError('an IPv6 subnet was given but com.docker.network.enable_ipv6 is false');
+    throw new InvalidRequestError(`an IPv6 subnet was given but ${f.enableIpv6?.name ?? 'IPv6'} is false`);
   }
-
   const mac = randomBytes(4);
   return {
     id,
     bridge,
     bridgeMac: `02:42:${[...mac].map((b) => b.toString(16).padStart(2, '0')).join(':')}`,
     mtu,
-    icc: bool(OPT.icc, true),
-    masquerade: bool(OPT.masquerade, true),
+    icc: bool(f.icc, true),
+    masquerade: bool(f.masquerade, true),
     hostBindingIpv4,
     hostIpv4,
-    inhibitIpv4: bool(OPT.inhibitIpv4, false),
+    inhibitIpv4: bool(f.inhibitIpv4, false),
     ifacePrefix,
     internal,
     enableIpv6,
-    gatewayModeIpv4: generic[OPT.gatewayModeIpv4] === undefined ? 'nat' : parseGatewayMode(OPT.gatewayModeIpv4, generic[OPT.gatewayModeIpv4]),
-    gatewayModeIpv6: generic[OPT.gatewayModeIpv6] === undefined ? 'nat' : parseGatewayMode(OPT.gatewayModeIpv6, generic[OPT.gatewayModeIpv6]),
+    gatewayModeIpv4: parseGatewayMode(f.gatewayModeIpv4),
+    gatewayModeIpv6: parseGatewayMode(f.gatewayModeIpv6),
     ipv4: v4.gateway,
     gatewayIpv4: v4.aux ?? v4.gateway.ip,
     ipv6: v6 === null ? null : v6.gateway,

@@ -1,31 +1,9 @@
 // What the books hold. These records are serialized as JSON columns, so they stay plain data.
 import type { NetworkSpec } from '../domain/network-spec.js';
 
-export type Proto = 'tcp' | 'udp' | 'sctp';
+import type { ExposedPort, PortMapping, RequestedBinding } from '../domain/publishing.js';
 
-/** A port binding as requested by dockerd (com.docker.network.portmap), normalised. */
-export interface RequestedBinding {
-  readonly proto: Proto;
-  readonly containerPort: number;
-  readonly hostIp: string; // "" when unset
-  readonly hostPort: number; // 0: ephemeral
-  readonly hostPortEnd: number; // == hostPort for single ports
-}
-
-/** A binding actually installed: one DNAT rule. */
-export interface PortMapping {
-  readonly proto: Proto;
-  readonly family: 4 | 6;
-  readonly hostIp: string; // "0.0.0.0" / "::" for all addresses
-  readonly hostPort: number;
-  readonly containerIp: string;
-  readonly containerPort: number;
-}
-
-export interface ExposedPort {
-  readonly proto: Proto;
-  readonly port: number;
-}
+export type { ExposedPort, PortMapping, Proto, RequestedBinding } from '../domain/publishing.js';
 
 export interface NetworkRecord {
   readonly spec: NetworkSpec;
@@ -46,6 +24,9 @@ export interface EndpointRecord {
   readonly ipv4: string; // "ip/prefix"
   readonly ipv6: string | null;
   readonly mac: string;
+  /** the MAC / IPv6 address was chosen by us, not given by the request (a replayed answer says so) */
+  readonly macChosen?: boolean;
+  readonly ipv6Chosen?: boolean;
   readonly joined: boolean;
   readonly exposed: readonly ExposedPort[];
   readonly requested: readonly RequestedBinding[];

@@ -1,7 +1,7 @@
-import { chmodSync, closeSync, mkdirSync, openSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomInt } from 'node:crypto';
 import Database from 'better-sqlite3';
+import { BOOKS_FILE, BOOKS_SIDE_FILES, prepareStateDir, refuseLinks, securePrivateFile } from './state-dir.js';
 import type { BookChanges, StateStore } from './store.js';
 import type { EndpointRecord, Intent, NetworkRecord } from './records.js';
 
@@ -18,12 +18,16 @@ export class SqliteStateStore implements StateStore {
   private readonly stmts;
 
   constructor(stateDir: string) {
-    mkdirSync(stateDir, { recursive: true, mode: 0o700 });
-    const file = join(stateDir, 'batchbridge.db');
+    // Everything is checked before anything is created or opened (src/state/state-dir.ts).
+    const dir = prepareStateDir(stateDir);
+    refuseLinks(dir, [BOOKS_FILE, ...BOOKS_SIDE_FILES]);
     // Create the file 0600 before SQLite opens it: the books name every container's addresses.
-    closeSync(openSync(file, 'a', 0o600));
-    chmodSync(file, 0o600);
-    this.db = new Database(file);
+    securePrivateFile(dir, BOOKS_FILE, true);
+    // SQLite gives new -wal/-shm files the database file's mode; this tightens those of an older
+    // run. Only before SQLite opens them: closing any other descriptor of a file drops this
+    // process's POSIX locks on it, SQLite's included.
+    for (const side of BOOKS_SIDE_FILES) securePrivateFile(dir, side, false);
+    this.db = new Database(join(dir, BOOKS_FILE));
     this.db.pragma('journal_mode = WAL');
     // NORMAL in WAL mode survives a process crash (kill -9) without fsync per commit; only a
     // power loss can drop the last transactions, and reconciliation repairs that.
@@ -37,13 +41,6 @@ export class SqliteStateStore implements StateStore {
       CREATE TABLE IF NOT EXISTS intents (batch_id INTEGER PRIMARY KEY, record TEXT NOT NULL);
     `);
     this.db.prepare('INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)').run('schema', SCHEMA_VERSION);
-    for (const suffix of ['-wal', '-shm']) {
-      try {
-        chmodSync(file + suffix, 0o600);
-      } catch {
-        // created lazily by SQLite; the umask below covers later creation
-      }
-    }
     this.stmts = {
       putNetwork: this.db.prepare('INSERT OR REPLACE INTO networks(id, bridge, record) VALUES (?, ?, ?)'),
       delNetwork: this.db.prepare('DELETE FROM networks WHERE id = ?'),

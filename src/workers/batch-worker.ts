@@ -1,27 +1,35 @@
 // piscina worker entry. Runs in a worker thread: plans scripts and spawns the tools, so the
 // event loop that answers dockerd never builds large scripts or parses large outputs.
 // Results are plain data ({ ok, message }); errors never cross the thread boundary as classes.
-import { isFirewallOnly, type BatchRequest, type BatchResponse, type OpResult, type OpWork } from '../batching/ops.js';
-import type { IpWork } from '../batching/plan-ip.js';
-import { applyFirewallWork, type FwWork } from './apply-firewall.js';
-import { applyIpWork } from './apply-ip.js';
-import { runTool, type ToolPaths, type ToolResult } from './spawn.js';
+import { workerData } from 'node:worker_threads';
+import { isFirewallOnly, type BatchRequest, type BatchResponse, type OpResult, type OpWork } from '../batching/work.js';
+import type { FirewallChange, FwWork } from '../firewall/types.js';
+import { applyIpWork, noteBridgeEpoch } from '../ip/apply.js';
+import type { IpWork } from '../ip/plan.js';
+import type { ToolResult } from '../tools/spawn.js';
 import { flushConntrack } from './conntrack.js';
-import { writeSysctl } from './sysctl.js';
+import { workerEnv, type WorkerConfig, type WorkerEnv } from './env.js';
 
 export type WorkerTask =
-  | { readonly type: 'batch'; readonly req: BatchRequest; readonly tools: ToolPaths }
+  | { readonly type: 'batch'; readonly req: BatchRequest }
   | { readonly type: 'exec'; readonly file: string; readonly args: readonly string[]; readonly input?: string }
   | { readonly type: 'crash' };
 
 export type WorkerReply = BatchResponse | ToolResult;
 
+/** This thread's environment, from what the pool passed when it started the thread. */
+let env: WorkerEnv | null = null;
+function threadEnv(): WorkerEnv {
+  env ??= workerEnv(workerData as WorkerConfig);
+  return env;
+}
+
 export default async function run(task: WorkerTask): Promise<WorkerReply> {
   switch (task.type) {
     case 'batch':
-      return runBatch(task.req, task.tools);
+      return runBatch(task.req, threadEnv());
     case 'exec':
-      return runTool(task.file, task.args, task.input);
+      return threadEnv().tool.run(task.file, task.args, task.input);
     case 'crash':
       // Test hook for worker replacement (fault injection): kill this thread outright.
       process.exit(3);
@@ -36,18 +44,18 @@ interface Outcome {
   fwMs: number;
 }
 
-async function applyFw(works: readonly FwWork[], tools: ToolPaths, out: Outcome): Promise<void> {
+async function applyFw(works: readonly FwWork[], env: WorkerEnv, out: Outcome): Promise<void> {
   if (works.length === 0) return;
   const t = performance.now();
-  const r = await applyFirewallWork(works, tools);
+  const r = await env.firewall.apply(works);
   out.fwMs += performance.now() - t;
   out.fwSpawns += r.spawns;
   for (const [id, m] of r.failed) out.failed.set(id, m);
 }
 
-async function flushFor(ops: readonly OpWork[], tools: ToolPaths, failed: ReadonlyMap<number, string>): Promise<void> {
+async function flushFor(ops: readonly OpWork[], env: WorkerEnv, failed: ReadonlyMap<number, string>): Promise<void> {
   const flushes = ops.flatMap((o) => (o.conntrack && !failed.has(o.opId) ? o.conntrack : []));
-  if (flushes.length > 0) await flushConntrack(flushes, tools);
+  if (flushes.length > 0) await flushConntrack(flushes, env.tool);
 }
 
 /**
@@ -61,41 +69,42 @@ async function flushFor(ops: readonly OpWork[], tools: ToolPaths, failed: Readon
  * and network operations run alone (exclusive gate). Two transactions at once are safe:
  * iptables-nft retries a commit that raced another one.
  */
-export async function runBatch(req: BatchRequest, tools: ToolPaths): Promise<BatchResponse> {
+export async function runBatch(req: BatchRequest, env: WorkerEnv): Promise<BatchResponse> {
   const t0 = performance.now();
+  noteBridgeEpoch(req.bridgeEpoch);
   const out: Outcome = { failed: new Map(), ipSpawns: 0, fwSpawns: 0, ipMs: 0, fwMs: 0 };
   const track1 = req.ops.filter(isFirewallOnly);
   const track2 = req.ops.filter((o) => !isFirewallOnly(o));
 
   const one = async (): Promise<void> => {
     await applyFw(
-      track1.map((o) => ({ opId: o.opId, change: (o.fwBefore ?? o.fwAfter) as NonNullable<OpWork['fwBefore']> })),
-      tools,
+      track1.map((o) => ({ opId: o.opId, change: (o.fwBefore ?? o.fwAfter) as FirewallChange })),
+      env,
       out,
     );
-    await flushFor(track1, tools, out.failed);
+    await flushFor(track1, env, out.failed);
   };
 
   const two = async (): Promise<void> => {
-    await applyFw(track2.flatMap((o) => (o.fwBefore ? [{ opId: o.opId, change: o.fwBefore }] : [])), tools, out);
+    await applyFw(track2.flatMap((o) => (o.fwBefore ? [{ opId: o.opId, change: o.fwBefore }] : [])), env, out);
     const tIp = performance.now();
     const ipWorks: IpWork[] = track2.flatMap((o) => (o.ip && o.ip.length > 0 && !out.failed.has(o.opId) ? [{ opId: o.opId, ops: o.ip }] : []));
-    const ipr = await applyIpWork(ipWorks, req.linkGroup, tools);
+    const ipr = await applyIpWork(ipWorks, req.linkGroup, env.tool);
     out.ipSpawns += ipr.spawns;
     for (const [id, m] of ipr.failed) out.failed.set(id, m);
     out.ipMs += performance.now() - tIp;
     for (const o of track2) {
       if (out.failed.has(o.opId) || !o.sysctls) continue;
       for (const sc of o.sysctls) {
-        const err = await writeSysctl(sc, tools.sysctlDir);
+        const err = await env.tool.sysctl(sc);
         if (err !== null) {
           out.failed.set(o.opId, err);
           break;
         }
       }
     }
-    await applyFw(track2.flatMap((o) => (o.fwAfter && !out.failed.has(o.opId) ? [{ opId: o.opId, change: o.fwAfter }] : [])), tools, out);
-    await flushFor(track2, tools, out.failed);
+    await applyFw(track2.flatMap((o) => (o.fwAfter && !out.failed.has(o.opId) ? [{ opId: o.opId, change: o.fwAfter }] : [])), env, out);
+    await flushFor(track2, env, out.failed);
   };
 
   await Promise.all([one(), two()]);

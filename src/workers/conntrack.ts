@@ -9,8 +9,8 @@
 // `conntrack -R -` process. Without that file (no nf_conntrack procfs), every address is flushed,
 // still in one process.
 import { readFile } from 'node:fs/promises';
-import type { ConntrackFlush } from '../batching/ops.js';
-import { runTool, type ToolPaths } from './spawn.js';
+import type { ConntrackFlush } from '../batching/work.js';
+import type { ToolEnv } from '../tools/env.js';
 
 /** Full, uncompressed form, as the kernel prints IPv6 addresses in /proc/net/nf_conntrack (%pI6). */
 export function expandIpv6(addr: string): string | null {
@@ -47,7 +47,7 @@ export function flushesWithFlows(flushes: readonly ConntrackFlush[], table: stri
   });
 }
 
-export async function flushConntrack(flushes: readonly ConntrackFlush[], tools: ToolPaths): Promise<void> {
+export async function flushConntrack(flushes: readonly ConntrackFlush[], env: ToolEnv): Promise<void> {
   if (flushes.length === 0) return;
   let todo: readonly ConntrackFlush[] = flushes;
   try {
@@ -61,12 +61,12 @@ export async function flushConntrack(flushes: readonly ConntrackFlush[], tools: 
     const fam = f.family === 4 ? 'ipv4' : 'ipv6';
     lines.push(`-D -f ${fam} --reply-src ${f.address}`, `-D -f ${fam} --reply-dst ${f.address}`);
   }
-  const r = await runTool(tools.conntrack, ['-R', '-'], `${lines.join('\n')}\n`);
+  const r = await env.run(env.tools.conntrack, ['-R', '-'], `${lines.join('\n')}\n`);
   if (r.exitCode === 0 || r.spawnError !== null) return;
   // An old conntrack without -R (< 1.4.6): one process per filter, as before.
   for (const f of todo) {
     const fam = f.family === 4 ? 'ipv4' : 'ipv6';
-    await runTool(tools.conntrack, ['-D', '-f', fam, '--reply-src', f.address]);
-    await runTool(tools.conntrack, ['-D', '-f', fam, '--reply-dst', f.address]);
+    await env.run(env.tools.conntrack, ['-D', '-f', fam, '--reply-src', f.address]);
+    await env.run(env.tools.conntrack, ['-D', '-f', fam, '--reply-dst', f.address]);
   }
 }

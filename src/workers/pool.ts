@@ -1,10 +1,11 @@
 // The main thread's handle on the worker pool. The rest of the code sees only KernelExecutor, so
-// unit tests can hand the scheduler a fake that records batches.
-import { existsSync } from 'node:fs';
+// unit tests can hand the engine one that runs the real batch orchestration over fake tools.
 import { Piscina } from 'piscina';
-import type { BatchRequest, BatchResponse } from '../batching/ops.js';
-import type { ToolPaths, ToolResult } from './spawn.js';
+import type { BatchRequest, BatchResponse } from '../batching/work.js';
+import { linkPresent } from '../ip/probe.js';
+import type { ToolResult } from '../tools/spawn.js';
 import type { WorkerTask } from './batch-worker.js';
+import type { WorkerConfig } from './env.js';
 
 export interface KernelExecutor {
   runBatch(req: BatchRequest): Promise<BatchResponse>;
@@ -14,29 +15,14 @@ export interface KernelExecutor {
   close(): Promise<void>;
 }
 
-/** Names that can be looked up as a path component (the books' names always are). */
-const LOOKUP_NAME = /^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,14}$/;
-
-/**
- * /proc/sys/net/ipv4/conf/<name> exists exactly while an interface of that name is registered in
- * the reading process's network namespace (for every MTU of at least 68, which networks are
- * validated to). /sys/class/net would show the namespace that mounted sysfs instead. A stat, no
- * process: cheap enough to check every endpoint of the books.
- */
-export function linkPresentInProcNet(name: string): boolean {
-  if (!LOOKUP_NAME.test(name)) return false;
-  return existsSync(`/proc/sys/net/ipv4/conf/${name}`);
-}
-
 export class PiscinaExecutor implements KernelExecutor {
   private readonly pool: Piscina<WorkerTask, BatchResponse | ToolResult>;
 
-  constructor(
-    private readonly tools: ToolPaths,
-    threads: number,
-  ) {
+  constructor(config: WorkerConfig, threads: number) {
     this.pool = new Piscina({
       filename: new URL('./batch-worker.js', import.meta.url).href,
+      // Tool paths and switches reach each thread once, when it starts.
+      workerData: config,
       minThreads: threads,
       maxThreads: threads,
       idleTimeout: 60_000,
@@ -49,7 +35,7 @@ export class PiscinaExecutor implements KernelExecutor {
   }
 
   async runBatch(req: BatchRequest): Promise<BatchResponse> {
-    return (await this.pool.run({ type: 'batch', req, tools: this.tools })) as BatchResponse;
+    return (await this.pool.run({ type: 'batch', req })) as BatchResponse;
   }
 
   async exec(file: string, args: readonly string[], input?: string): Promise<ToolResult> {
@@ -58,7 +44,7 @@ export class PiscinaExecutor implements KernelExecutor {
   }
 
   linkPresent(name: string): boolean {
-    return linkPresentInProcNet(name);
+    return linkPresent(name);
   }
 
   /** Fault injection: make one worker thread die mid-task. */

@@ -33,6 +33,12 @@ export interface StartDockerdOptions {
    * containers and networks is retried for ~15 s, which would turn a failed test's clean-up into minutes.
    */
   forceStopIf?: () => boolean;
+  /**
+   * Start on the dirs of this earlier dockerd (which must have exited, see crash()), as a host's
+   * dockerd restarts on its data-root and exec-root. The new one takes charge of the dirs and of
+   * the containerd and containers the old one left; the old one's stop() then does nothing.
+   */
+  restartOf?: Dockerd;
 }
 
 export interface StopOptions {
@@ -66,6 +72,14 @@ export interface Dockerd extends Resource {
   logSince(offset: number): string;
   /** Last `lines` lines of the dockerd log. */
   logTail(lines?: number): string;
+  /** The dockerd process has exited. */
+  readonly exited: boolean;
+  /**
+   * SIGKILL dockerd alone, as a crash would, and wait until it and its containerd (which dies with
+   * it) are gone. The shims and containers keep running, as on a host; start a new dockerd with
+   * `restartOf` to take them over (or stop() this one, which then tears them down by force).
+   */
+  crash(): Promise<void>;
   /**
    * rm -f all containers, rm all non-default networks, SIGTERM dockerd (SIGKILL after 15 s), wait for
    * dockerd and its containerd, kill leftovers (runc containers, shims), unmount everything under
@@ -94,13 +108,23 @@ export async function keepLog(path: string, name: string): Promise<void> {
   }
 }
 
+/** Dockerds whose dirs a restarted dockerd took over: their stop() has nothing left to do. */
+const handedOver = new WeakSet<Dockerd>();
+
 export async function startDockerd(ns: Netns, opts: StartDockerdOptions = {}): Promise<Dockerd> {
-  const dir = await mkdtemp('/tmp/bbt-');
+  const prev = opts.restartOf;
+  if (prev !== undefined) {
+    if (!prev.exited) throw new Error(`restartOf: dockerd ${prev.pid} is still running`);
+    if (prev.ns !== ns) throw new Error('restartOf: a dockerd restarts in its own namespace');
+    handedOver.add(prev);
+    untrack(prev);
+  }
+  const dir = prev?.dir ?? await mkdtemp('/tmp/bbt-');
   const socketPath = join(dir, 'docker.sock');
   const host = `unix://${socketPath}`;
   const logPath = join(dir, 'dockerd.log');
   const cliConfig = join(dir, 'cli');
-  await mkdir(cliConfig);
+  if (prev === undefined) await mkdir(cliConfig);
 
   const argv = ns.argv([
     DOCKERD_BIN,
@@ -150,6 +174,7 @@ export async function startDockerd(ns: Netns, opts: StartDockerdOptions = {}): P
   const dockerdIsOurs = () => !exited;
 
   let stopping: Promise<void> | undefined;
+  let crashed = false;
   const d: Dockerd = {
     ns,
     dir,
@@ -182,9 +207,26 @@ export async function startDockerd(ns: Netns, opts: StartDockerdOptions = {}): P
       }
     },
     logTail: (lines = 40) => tailLines(readLog(), lines),
+    get exited() { return exited; },
+    crash: async () => {
+      crashed = true;
+      if (pid !== undefined && !exited) signalPid(pid, 'SIGKILL');
+      for (let i = 0; i < 500 && !exited; i++) await sleep(20);
+      if (!exited) throw new Error(`dockerd ${pid} survived SIGKILL for 10 s`);
+      // Its managed containerd is signalled when dockerd dies (parent-death signal). A dockerd
+      // started while that one is still exiting, or is a zombie not yet reaped, finds its pid
+      // file, takes it for a live containerd, waits for its socket and gives up.
+      const cpid = containerdPid;
+      if (cpid !== undefined) {
+        for (let i = 0; i < 500 && existsSync(`/proc/${cpid}`); i++) await sleep(20);
+        if (existsSync(`/proc/${cpid}`)) throw new Error(`containerd ${cpid} still there 10 s after dockerd was killed`);
+      }
+    },
     stop: (stopOpts = {}) => (stopping ??= (async () => {
+      if (handedOver.has(d)) return;
       const problems: string[] = [];
-      const force = stopOpts.force ?? opts.forceStopIf?.() ?? false;
+      // A crashed dockerd left containerd and containers running: tear them down by force.
+      const force = stopOpts.force ?? (crashed || (opts.forceStopIf?.() ?? false));
       // 1. Containers and networks, while dockerd (and hopefully the plugin) are still up.
       if (!exited && pid !== undefined && !force) {
         const ps = await docker(['ps', '-aq'], { timeoutMs: 30_000 });
@@ -255,6 +297,7 @@ export async function startDockerd(ns: Netns, opts: StartDockerdOptions = {}): P
     })()),
     close: () => d.stop(),
     emergencyCloseSync: () => {
+      if (handedOver.has(d)) return;
       if (pid !== undefined && !exited) signalPid(pid, 'SIGKILL');
       if (containerdPid !== undefined && ours(containerdPid)) signalPid(containerdPid, 'SIGKILL');
       const runcRoot = join(dir, 'exec', 'runtime-runc', 'moby');

@@ -42,6 +42,11 @@ export interface StartPluginOptions {
   readyProbe?: 'activate' | 'capabilities';
   /** Launcher script (default <repo>/bin/batchbridge.js); for helper self-tests. */
   bin?: string;
+  /**
+   * --socket-dir (default /run/docker/plugins, where dockerd discovers plugins). Another dir hides
+   * the plugin from dockerd, e.g. behind a proxy on the discovered path (plugin-proxy.ts).
+   */
+  socketDir?: string;
 }
 
 export interface CallResult {
@@ -88,12 +93,13 @@ export async function startPlugin(opts: StartPluginOptions): Promise<Plugin> {
   const ownDir = await mkdtemp('/tmp/bbt-plugin-');
   const stateDir = opts.stateDir ?? join(ownDir, 'state');
   const logPath = join(ownDir, 'plugin.log');
-  const socketPath = join(PLUGIN_SOCKET_DIR, `${name}.sock`);
+  const socketDir = opts.socketDir ?? PLUGIN_SOCKET_DIR;
+  const socketPath = join(socketDir, `${name}.sock`);
   const argv = ns.argv([
     process.execPath, opts.bin ?? PLUGIN_BIN, 'serve',
     '--name', name,
     '--state-dir', stateDir,
-    '--socket-dir', PLUGIN_SOCKET_DIR,
+    '--socket-dir', socketDir,
     '--log-level', 'debug',
     ...(opts.extraArgs ?? []),
   ]);

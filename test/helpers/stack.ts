@@ -16,11 +16,14 @@ export interface StackOptions {
   image?: boolean;
   /** Plugin launcher override (helper self-tests). */
   pluginBin?: string;
+  /** The plugin's --socket-dir (default /run/docker/plugins, where dockerd looks). */
+  pluginSocketDir?: string;
 }
 
 export interface Stack {
   readonly scope: Scope;
   readonly ns: Netns;
+  /** The current dockerd (changes after restartDockerd()). */
   readonly dockerd: Dockerd;
   /** The current plugin instance (changes after restartPlugin()). */
   readonly plugin: Plugin;
@@ -35,6 +38,11 @@ export interface Stack {
    * restarted plugin, so the test sees the plugin exactly as dockerd would.
    */
   restartPlugin(extraArgs?: readonly string[]): Promise<Plugin>;
+  /**
+   * Start a new dockerd on the dirs of the current one, which must have exited (dockerd.crash()),
+   * with the same arguments: it takes over the containerd and containers the old one left.
+   */
+  restartDockerd(): Promise<Dockerd>;
   /** Plugin log tail + dockerd log lines about the plugin, for assertion messages. */
   explain(): string;
 }
@@ -51,14 +59,16 @@ export async function startStack(t: { after(fn: () => unknown): void }, opts: St
     readyProbe,
     ...(extraArgs ? { extraArgs } : {}),
     ...(opts.pluginBin ? { bin: opts.pluginBin } : {}),
+    ...(opts.pluginSocketDir ? { socketDir: opts.pluginSocketDir } : {}),
   });
   // The plugin is started first: dockerd only looks it up when a network needs it.
   let plugin = scope.add(await launch(opts.extraPluginArgs, 'activate'));
   // If the current plugin is dead at clean-up time, dockerd is torn down by force (see forceStopIf).
-  const dockerd = scope.add(await startDockerd(ns, {
+  const dockerdOpts = {
     forceStopIf: () => plugin.exited,
     ...(opts.extraDockerdArgs ? { extraArgs: opts.extraDockerdArgs } : {}),
-  }));
+  };
+  let dockerd = scope.add(await startDockerd(ns, dockerdOpts));
   if (opts.image ?? true) await buildBusyboxImage(dockerd);
 
   const explain = (): string => {
@@ -71,7 +81,7 @@ export async function startStack(t: { after(fn: () => unknown): void }, opts: St
   return {
     scope,
     ns,
-    dockerd,
+    get dockerd() { return dockerd; },
     get plugin() { return plugin; },
     pluginName,
     stateDir,
@@ -86,6 +96,10 @@ export async function startStack(t: { after(fn: () => unknown): void }, opts: St
     restartPlugin: async (extraArgs) => {
       plugin = scope.add(await launch(extraArgs ?? opts.extraPluginArgs, 'capabilities'));
       return plugin;
+    },
+    restartDockerd: async () => {
+      dockerd = scope.add(await startDockerd(ns, { ...dockerdOpts, restartOf: dockerd }));
+      return dockerd;
     },
     explain,
   };

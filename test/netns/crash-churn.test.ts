@@ -2,6 +2,10 @@
 // delete) and networks while the plugin is killed with SIGKILL at random moments and restarted.
 // After every restart the kernel must match the books, every endpoint the client still holds
 // must be booked and working, and nothing may be booked that the client could not know about.
+// When the plugin dies under a request, the client sends the identical request again until it
+// gets an answer (within 30 s), so retries are in flight across restarts, and some restarts are
+// killed again at once while those retries land: a retried create must then answer 200 (the
+// plugin may have done the work before it died), and the client's view must match the books.
 //
 // Runs inside `unshare --net` (the runner's private namespace). Env knobs: BB_CRASH_KILLS
 // (default 25), BB_CRASH_SEED.
@@ -41,7 +45,7 @@ test('kill -9 at random points during churn, restart, kernel == books', { timeou
   const logPath = join(dir.path, 'plugin.log');
   const userBridges = ['usrbr0', 'usrbr1'];
   let plugin: PluginProc | null = null;
-  const client = new Client(join(socketDir, `${name}.sock`));
+  const client = new Client(join(socketDir, `${name}.sock`), 30_000, true);
   cleanUpAfter(t, dir, () => plugin, () => client.close());
   for (const b of userBridges) await runOk(['ip', 'link', 'add', b, 'type', 'bridge']);
   const start = async (): Promise<PluginProc> =>
@@ -60,10 +64,12 @@ test('kill -9 at random points during churn, restart, kernel == books', { timeou
   assert.equal((await client.call('CreateNetwork', netBody(stable[1] as Net, 'usrbr0'))).status, 200);
 
   // What "dockerd" believes exists, and what it cannot be sure about.
-  const live = new Map<string, { net: Net; programmed: boolean }>();
+  const live = new Map<string, { net: Net; programmed: boolean; host: number }>();
   const uncertain = new Set<string>(); // endpoint or network ids whose last call's outcome is unknown
   const liveNets = new Set<string>(stable.map((n) => n.id));
-  const stats = { ops: 0, ok: 0, failed: 0, unknown: 0, kills: 0, leaks: 0, endpointsChecked: 0 };
+  const stats = { ops: 0, ok: 0, failed: 0, unknown: 0, kills: 0, doubleKills: 0, leaks: 0, endpointsChecked: 0, resent: 0, resentCreates: 0, resentCreatesOk: 0 };
+  /** creates sent again after the plugin died under them and then refused (should answer 200) */
+  const refusedRetries: string[] = [];
   const history = new Map<string, string[]>();
   const failures = new Map<string, number>();
   const leaked = new Set<string>();
@@ -77,8 +83,18 @@ test('kill -9 at random points during churn, restart, kernel == books', { timeou
     inFlight++;
     try {
       const r = await client.call(method, body);
+      const resent = r.resent ?? 0;
       const h = history.get(subject) ?? [];
-      h.push(`${method} -> ${r.status} ${r.status === 200 ? '' : r.text.slice(0, 200)}`);
+      h.push(`${method}${resent > 0 ? ` (sent ${resent + 1}x)` : ''} -> ${r.status} ${r.status === 200 ? '' : r.text.slice(0, 200)}`);
+      if (resent > 0) {
+        stats.resent++;
+        if (method === 'CreateEndpoint' || method === 'CreateNetwork') {
+          stats.resentCreates++;
+          if (r.status === 200) stats.resentCreatesOk++;
+          // 503: shed as overloaded (the client gives up, and the plugin must not keep it).
+          else if (r.status !== 503 && r.status !== -1) refusedRetries.push(`${method} ${subject} -> ${r.status} ${r.text.slice(0, 160)}`);
+        }
+      }
       history.set(subject, h);
       stats.ops++;
       if (r.status === 200) stats.ok++;
@@ -105,10 +121,14 @@ test('kill -9 at random points during churn, restart, kernel == books', { timeou
   };
 
   // dockerd's sequences (docker-bridge-spec.md 1.6), with its reactions to failures.
-  const up = async (net: Net, slot: number): Promise<void> => {
+  const up = async (net: Net, slot: number, taken: ReadonlySet<number>): Promise<void> => {
     const id = `ep${(++epSeq).toString(16).padStart(10, '0')}`;
     const body = { NetworkID: net.id, EndpointID: id };
-    const addr = `198.18.${net.third}.${10 + ((epSeq * 7 + slot) % 240)}/24`;
+    // Like dockerd's IPAM, never an address the client holds: each worker has its own 40, and
+    // picks one its live endpoints do not use.
+    const free = Array.from({ length: 40 }, (_, i) => 10 + slot * 40 + i).filter((a) => !taken.has(a));
+    const host = free[Math.floor(rand() * free.length)] ?? 10 + slot * 40;
+    const addr = `198.18.${net.third}.${host}/24`;
     const c = await call('CreateEndpoint', { ...body, Interface: { Address: addr }, Options: {} }, id);
     if (c !== 200) return; // dockerd releases the address and forgets the endpoint
     const j = await call('Join', { ...body, SandboxKey: `/var/run/docker/netns/${id}`, Options: {} }, id);
@@ -116,7 +136,7 @@ test('kill -9 at random points during churn, restart, kernel == books', { timeou
       await call('DeleteEndpoint', body, id);
       return;
     }
-    live.set(id, { net, programmed: false });
+    live.set(id, { net, programmed: false, host });
     if (rand() < 0.6) {
       const port = 20000 + (portSeq++ % 20000);
       const p = await call('ProgramExternalConnectivity', { ...body, Options: { 'com.docker.network.portmap': [{ Proto: 6, Port: 80, HostPort: port, HostPortEnd: port }] } }, id);
@@ -151,7 +171,8 @@ test('kill -9 at random points during churn, restart, kernel == books', { timeou
       mine.push(...stillMine);
       if (mine.length < 2 || (mine.length < 4 && rand() < 0.5)) {
         const before = new Set(live.keys());
-        await up(stable[slot % 2] as Net, slot);
+        const taken = new Set(mine.map((id) => live.get(id)?.host ?? 0));
+        await up(stable[slot % 2] as Net, slot, taken);
         for (const id of live.keys()) if (!before.has(id)) mine.push(id);
       } else {
         const i = Math.floor(rand() * mine.length);
@@ -177,7 +198,7 @@ test('kill -9 at random points during churn, restart, kernel == books', { timeou
         const r = await call('CreateEndpoint', { NetworkID: n.id, EndpointID: id, Interface: { Address: `198.18.${n.third}.${5 + i}/24` }, Options: {} }, id);
         if (r === 200) {
           eps.push(id);
-          live.set(id, { net: n, programmed: false });
+          live.set(id, { net: n, programmed: false, host: 5 + i });
         }
       }
       await sleep(rand() * 20);
@@ -219,6 +240,7 @@ test('kill -9 at random points during churn, restart, kernel == books', { timeou
     for (const id of books.networks.keys()) {
       if (!liveNets.has(id) && !uncertain.has(id)) problems.push(`round ${round}: network ${id} is booked but the client never learned of it`);
     }
+    for (const r of refusedRetries.splice(0)) problems.push(`round ${round}: a create sent again after the plugin died under it was refused: ${r}`);
     const hist = problems.flatMap((p) => [...p.matchAll(/(?:endpoint|network) (\S+)/g)].map((m) => `${m[1]}: ${(history.get(m[1] ?? '') ?? []).join(' | ')}`));
     assert.deepEqual(problems, [], `round ${round} (seed ${SEED}):\n${problems.join('\n')}\n--- client history ---\n${hist.join('\n')}\n--- plugin log ---\n${tail(logPath)}`);
     // Every endpoint the client holds still answers (Join of a booked endpoint is read-only).
@@ -238,6 +260,16 @@ test('kill -9 at random points during churn, restart, kernel == books', { timeou
       // Let the client hit refused connections for a moment, as dockerd would.
       await sleep(rand() * 100);
       plugin = await start();
+      if (k < KILLS && rand() < 0.3) {
+        // Again, while the requests that broke under the first kill are being sent again.
+        await sleep(rand() * 60);
+        await plugin.kill9();
+        stats.kills++;
+        stats.doubleKills++;
+        k++;
+        await sleep(rand() * 100);
+        plugin = await start();
+      }
       await verify(k);
     }
   } finally {

@@ -45,12 +45,19 @@ export interface CallResult {
   readonly status: number;
   readonly body: Record<string, unknown>;
   readonly text: string;
+  /** how often the request was sent again after a connection broke under it (resend mode) */
+  readonly resent?: number;
 }
+
+/** Errors that mean the connection broke after (part of) the request went out. */
+const BROKEN = new Set(['UND_ERR_SOCKET', 'ECONNRESET', 'EPIPE', 'UND_ERR_CLOSED']);
 
 /**
  * A dockerd-like client: a connection that cannot be made (ECONNREFUSED, ENOENT: the plugin is
- * down) is retried for up to retryMs, as dockerd does; a connection that breaks after the request
- * went out is not retried (the outcome is unknown, status -1).
+ * down) is retried for up to retryMs, as dockerd does. A connection that breaks after the request
+ * went out is, by default, not retried (the outcome is unknown, status -1); with `resend` the
+ * identical request is sent again within the same retryMs, as a client that keeps its request
+ * body does (dockerd 20.10 resends the call with an empty body: test/e2e/dockerd-retry.test.ts).
  */
 export class Client {
   private agent: Agent;
@@ -58,12 +65,14 @@ export class Client {
   constructor(
     readonly socketPath: string,
     private readonly retryMs = 30_000,
+    private readonly resend = false,
   ) {
     this.agent = new Agent({ connect: { socketPath }, headersTimeout: 120_000, bodyTimeout: 120_000, pipelining: 0 });
   }
 
   async raw(path: string, body: string | undefined, headers: Record<string, string> = {}): Promise<CallResult> {
     const deadline = Date.now() + this.retryMs;
+    let resent = 0;
     for (;;) {
       try {
         const res = await request(`http://localhost${path}`, {
@@ -80,14 +89,16 @@ export class Client {
         } catch {
           // not JSON: callers look at text
         }
-        return { status: res.statusCode, body: parsed, text };
+        return { status: res.statusCode, body: parsed, text, resent };
       } catch (err) {
         const code = (err as NodeJS.ErrnoException).code ?? '';
-        if ((code === 'ECONNREFUSED' || code === 'ENOENT') && Date.now() < deadline) {
+        const broken = this.resend && BROKEN.has(code);
+        if ((code === 'ECONNREFUSED' || code === 'ENOENT' || broken) && Date.now() < deadline) {
+          if (broken) resent++;
           await sleep(25);
           continue;
         }
-        return { status: -1, body: {}, text: `${code}: ${(err as Error).message}` };
+        return { status: -1, body: {}, text: `${code}: ${(err as Error).message}`, resent };
       }
     }
   }
@@ -205,6 +216,9 @@ export interface BookedEndpoint {
   readonly host: string;
   readonly peer: string;
   readonly mappings: number;
+  /** "ip/prefix" */
+  readonly ipv4: string;
+  readonly mac: string;
 }
 
 export interface BooksView {
@@ -226,8 +240,8 @@ export function readBooks(stateDir: string): BooksView {
     }
     const endpoints = new Map<string, BookedEndpoint>();
     for (const row of db.prepare('SELECT record FROM endpoints').all() as Array<{ record: string }>) {
-      const r = JSON.parse(row.record) as { id: string; networkId: string; host: string; peer: string; mappings: unknown[] };
-      endpoints.set(r.id, { id: r.id, networkId: r.networkId, host: r.host, peer: r.peer, mappings: r.mappings.length });
+      const r = JSON.parse(row.record) as { id: string; networkId: string; host: string; peer: string; mappings: unknown[]; ipv4: string; mac: string };
+      endpoints.set(r.id, { id: r.id, networkId: r.networkId, host: r.host, peer: r.peer, mappings: r.mappings.length, ipv4: r.ipv4, mac: r.mac });
     }
     const intents = (db.prepare('SELECT COUNT(*) AS n FROM intents').get() as { n: number }).n;
     const mark = db.prepare("SELECT value FROM meta WHERE key = 'owner_group'").get() as { value: string } | undefined;

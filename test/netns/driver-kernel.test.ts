@@ -7,19 +7,20 @@ import { join } from 'node:path';
 import { before, describe, test, type TestContext } from 'node:test';
 import { pino } from 'pino';
 import { parseEndpointId, parseNetworkId } from '../../src/domain/names.js';
-import { OPT } from '../../src/domain/network-spec.js';
-import { Driver } from '../../src/scheduler/driver.js';
-import { syncFirewall } from '../../src/scheduler/firewall-sync.js';
+import { OPT } from '../../src/api/network-options.js';
+import type { Engine } from '../../src/engine/engine.js';
 import { SqliteStateStore } from '../../src/state/sqlite-store.js';
 import { PiscinaExecutor } from '../../src/workers/pool.js';
-import { DEFAULT_TOOLS } from '../../src/workers/spawn.js';
+import type { TestDriver } from '../unit/driver-rig.js';
+import { kernelDriver, WORKER_CONFIG } from './engine-kit.js';
 import { runOk } from '../helpers/proc.js';
 import { addrs, assertPrivateNetns, deleteLinks, iptablesSave, linkMap, linkNames, removeOurFirewall } from './bb-kernel.js';
 
 before(() => assertPrivateNetns());
 
 interface KRig {
-  driver: Driver;
+  driver: TestDriver;
+  engine: Engine;
   exec: PiscinaExecutor;
   store: SqliteStateStore;
   dir: string;
@@ -30,8 +31,8 @@ async function krig(t: TestContext): Promise<KRig> {
   const baselineLinks = await linkNames();
   const dir = mkdtempSync(join(tmpdir(), 'bbt-netns-'));
   const store = new SqliteStateStore(dir);
-  const exec = new PiscinaExecutor(DEFAULT_TOOLS, 2);
-  const driver = new Driver(store, exec, { batchMax: 64, windowMs: 2, maxInFlight: 2, tools: DEFAULT_TOOLS }, pino({ level: 'silent' }));
+  const exec = new PiscinaExecutor(WORKER_CONFIG, 2);
+  const { driver, engine } = kernelDriver(store, exec, pino({ level: 'silent' }), { batchMax: 64 });
   t.after(async () => {
     await driver.close();
     await exec.close();
@@ -41,7 +42,7 @@ async function krig(t: TestContext): Promise<KRig> {
     await deleteLinks(now.filter((n) => !baselineLinks.includes(n)));
     await removeOurFirewall();
   });
-  return { driver, exec, store, dir };
+  return { driver, engine, exec, store, dir };
 }
 
 const nid = parseNetworkId;
@@ -59,8 +60,8 @@ function netReq(id: string, pool: string, generic: Record<string, unknown> = {})
 describe('Driver with real workers', () => {
   test('network with MTU 1400, 20 concurrent endpoints, firewall sync, teardown leaves nothing', async (t) => {
     const baseline = await linkNames();
-    const { driver, exec } = await krig(t);
-    await syncFirewall(exec, DEFAULT_TOOLS, driver.books);
+    const { driver, engine } = await krig(t);
+    await engine.syncFirewall();
     let save4 = await iptablesSave(4);
     for (const want of [':BB-FORWARD', ':BB-ISOLATION-1', ':BB-ISOLATION-2', ':BB-DNAT', ':BB-POSTROUTING', '-A FORWARD -j BB-FORWARD', '-A POSTROUTING -j BB-POSTROUTING']) {
       assert.ok(save4.includes(want), `iptables-save lacks ${want}`);
@@ -106,7 +107,7 @@ describe('Driver with real workers', () => {
 
     // (iptables-save quotes comments)
     // a full sync with a network in the books: our rules once, hooks once
-    await syncFirewall(exec, DEFAULT_TOOLS, driver.books);
+    await engine.syncFirewall();
     save4 = await iptablesSave(4);
     assert.equal(save4.split('\n').filter((l) => l === '-A FORWARD -j BB-FORWARD').length, 1);
     assert.equal(save4.split('\n').filter((l) => l.includes(`-A BB-FORWARD -o ${br} -m comment --comment "bb:net=k1k1k1k1k1k1" -j DROP`)).length, 1);
@@ -123,8 +124,8 @@ describe('Driver with real workers', () => {
   });
 
   test("a user's bridge is used and not deleted with the network", async (t) => {
-    const { driver, exec } = await krig(t);
-    await syncFirewall(exec, DEFAULT_TOOLS, driver.books);
+    const { driver, engine } = await krig(t);
+    await engine.syncFirewall();
     await runOk(['ip', 'link', 'add', 'br-user', 'type', 'bridge']);
     const NET = 'u1u1u1u1u1u1u1u1';
     await driver.createNetwork(netReq(NET, '198.18.121.0/24', { [OPT.bridgeName]: 'br-user' }));
@@ -145,8 +146,8 @@ describe('Driver with real workers', () => {
   });
 
   test('a bridge address the user already had is left in place', async (t) => {
-    const { driver, exec } = await krig(t);
-    await syncFirewall(exec, DEFAULT_TOOLS, driver.books);
+    const { driver, engine } = await krig(t);
+    await engine.syncFirewall();
     await runOk(['ip', 'link', 'add', 'br-user2', 'type', 'bridge']);
     await runOk(['ip', 'addr', 'add', '198.18.122.1/24', 'dev', 'br-user2']);
     const NET = 'u2u2u2u2u2u2u2u2';

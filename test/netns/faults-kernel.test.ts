@@ -5,13 +5,11 @@ import { chmodSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { pino } from 'pino';
-import type { BatchRequest, BatchResponse } from '../../src/batching/ops.js';
+import type { BatchRequest, BatchResponse } from '../../src/batching/work.js';
 import { parseEndpointId, parseNetworkId } from '../../src/domain/names.js';
-import { Driver } from '../../src/scheduler/driver.js';
-import { syncFirewall } from '../../src/scheduler/firewall-sync.js';
 import { SqliteStateStore } from '../../src/state/sqlite-store.js';
 import { PiscinaExecutor } from '../../src/workers/pool.js';
-import { DEFAULT_TOOLS } from '../../src/workers/spawn.js';
+import { kernelDriver, WORKER_CONFIG } from './engine-kit.js';
 import { processTree } from '../../scripts/load/run.js';
 import { cmdlineOf, runOk } from '../helpers/proc.js';
 import { assertPrivateNetns, checkConsistency, cleanUpAfter, Client, readBooks, startPlugin, tempDir, wipeNamespace, type PluginProc } from './crash-kit.js';
@@ -101,8 +99,8 @@ test('a crashed worker thread is replaced; its batch is answered with errors', {
   assertPrivateNetns();
   const dir = await tempDir('bbt-crashw-');
   const store = new SqliteStateStore(join(dir.path, 'state'));
-  const exec = new CrashingExecutor(DEFAULT_TOOLS, 1);
-  const driver = new Driver(store, exec, { batchMax: 8, windowMs: 30, maxInFlight: 1, tools: DEFAULT_TOOLS }, pino({ level: 'silent' }));
+  const exec = new CrashingExecutor(WORKER_CONFIG, 1);
+  const { driver, engine } = kernelDriver(store, exec, pino({ level: 'silent' }), { batchMax: 8 });
   t.after(async () => {
     await driver.close();
     await exec.close();
@@ -110,7 +108,7 @@ test('a crashed worker thread is replaced; its batch is answered with errors', {
     await wipeNamespace();
     await dir.remove();
   });
-  await syncFirewall(exec, DEFAULT_TOOLS, driver.books);
+  await engine.syncFirewall();
   const N = parseNetworkId('crashwnet00001');
   await driver.createNetwork({ NetworkID: N, Options: {}, IPv4Data: [{ Pool: '198.18.120.0/24' }], IPv6Data: [] });
   const mk = (i: number) => driver.createEndpoint({ NetworkID: N, EndpointID: parseEndpointId(`w${i}`), Interface: { Address: `198.18.120.${10 + i}/24` }, Options: {} });

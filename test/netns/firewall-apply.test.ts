@@ -1,10 +1,10 @@
 // Kernel tests of the firewall runner and the conntrack flush, in this runner's private netns.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import type { RuleLine } from '../../src/batching/ops.js';
-import { applyFirewallWork } from '../../src/workers/apply-firewall.js';
+import type { RuleLine } from '../../src/firewall/types.js';
+import { applyFirewallWork } from '../../src/firewall/iptables/apply.js';
 import { flushConntrack } from '../../src/workers/conntrack.js';
-import { DEFAULT_TOOLS } from '../../src/workers/spawn.js';
+import { toolEnv } from '../../src/tools/env.js';
 import { run, runOk } from '../helpers/proc.js';
 
 const nat = (line: string): RuleLine => ({ table: 'nat', line });
@@ -31,14 +31,14 @@ test('one bad operation in a batch fails alone; the others are applied', async (
     const bad = works[2];
     assert.ok(bad);
     works[2] = { opId: 3, change: { v4: [nat('-A BBT-APPLY -p tcp -m tcp --dport 1 -j BBT-NO-SUCH-CHAIN')], v6: [], tolerant: false } };
-    const out = await applyFirewallWork(works, DEFAULT_TOOLS);
+    const out = await applyFirewallWork(works, toolEnv());
     assert.deepEqual([...out.failed.keys()].sort(), [3, 5]);
     assert.deepEqual((await natRules(4)).map((l) => /--dport (\d+)/.exec(l)?.[1]), ['40001', '40002', '40004', '40006']);
 
     // Removals are tolerant: already-gone rules do not sink the batch.
     const rm = await applyFirewallWork(
       [1, 2, 3].map((i) => ({ opId: i, change: { v4: [nat(`-D ${rule(i)}`)], v6: [], tolerant: true } })),
-      DEFAULT_TOOLS,
+      toolEnv(),
     );
     assert.equal(rm.failed.size, 0);
     assert.deepEqual((await natRules(4)).map((l) => /--dport (\d+)/.exec(l)?.[1]), ['40004', '40006']);
@@ -57,7 +57,7 @@ test('conntrack flush deletes the flows of an endpoint address, and only those',
   await add('198.18.31.2', '198.19.255.2', 40002); // a flow the endpoint opened (reply dst = endpoint)
   await add('198.18.31.3', '198.19.255.2', 40003); // another endpoint's flow
   assert.match(await list(), /198\.18\.31\.2/);
-  await flushConntrack([{ family: 4, address: '198.18.31.2' }], DEFAULT_TOOLS);
+  await flushConntrack([{ family: 4, address: '198.18.31.2' }], toolEnv());
   const left = await list();
   assert.doesNotMatch(left, /198\.18\.31\.2 /);
   assert.match(left, /src=198\.18\.31\.3 /);

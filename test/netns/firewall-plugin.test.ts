@@ -8,7 +8,8 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { pino } from 'pino';
 import { startServer, type RunningServer } from '../../src/server.js';
-import { DEFAULT_TOOLS } from '../../src/workers/spawn.js';
+import { readEnvironment } from '../../src/config/environment.js';
+import { DEFAULT_TUNING } from '../../src/scheduler/pipelines.js';
 import { eventually, run, runOk } from '../helpers/proc.js';
 
 let srv: RunningServer;
@@ -22,12 +23,11 @@ before(async () => {
       name: 'bbfwtest',
       stateDir: join(dir, 'state'),
       socketDir: join(dir, 'sock'),
-      batchMax: 64,
-      batchWindowMs: 2,
+      tuning: { ...DEFAULT_TUNING, batchMax: 64 },
       workers: 2,
       maxQueue: 4096,
       firewallCheckMs: 200,
-      tools: DEFAULT_TOOLS,
+      ...readEnvironment({}),
     },
     pino({ level: 'silent' }),
   );

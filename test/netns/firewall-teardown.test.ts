@@ -10,7 +10,8 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { pino } from 'pino';
 import { startServer, type RunningServer } from '../../src/server.js';
-import { DEFAULT_TOOLS } from '../../src/workers/spawn.js';
+import { readEnvironment } from '../../src/config/environment.js';
+import { DEFAULT_TUNING } from '../../src/scheduler/pipelines.js';
 import { run, runOk } from '../helpers/proc.js';
 import { assertPrivateNetns, linkNames } from './bb-kernel.js';
 
@@ -34,13 +35,12 @@ function start(stateDir: string): Promise<RunningServer> {
       name: 'bbteardown',
       stateDir,
       socketDir: join(dir, 'sock'),
-      batchMax: 64,
-      batchWindowMs: 2,
+      tuning: { ...DEFAULT_TUNING, batchMax: 64 },
       workers: 1,
       maxQueue: 4096,
       firewallCheckMs: 60_000,
       reconcileMs: 0,
-      tools: DEFAULT_TOOLS,
+      ...readEnvironment({}),
     },
     pino({ level: 'silent' }),
   );

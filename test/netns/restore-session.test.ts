@@ -1,10 +1,11 @@
-// The long-lived iptables-restore session (src/workers/restore-session.ts) against the real
+// The long-lived iptables-restore session (src/firewall/iptables/session.ts) against the real
 // iptables-restore, in the runner's private network namespace.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { applyFirewallWork } from '../../src/workers/apply-firewall.js';
-import { RestoreSession, restoreSessionFor, restoreSessionStats } from '../../src/workers/restore-session.js';
-import { DEFAULT_TOOLS } from '../../src/workers/spawn.js';
+import { applyFirewallWork } from '../../src/firewall/iptables/apply.js';
+import { RestoreSession, restoreSessionFor, restoreSessionStats } from '../../src/firewall/iptables/session.js';
+import { toolEnv } from '../../src/tools/env.js';
+import { DEFAULT_TOOLS } from '../../src/tools/paths.js';
 import { runOk } from '../helpers/proc.js';
 import { assertPrivateNetns } from './bb-kernel.js';
 
@@ -98,7 +99,7 @@ test('a session killed while idle, or in the middle of a transaction, costs only
 });
 
 test('applyFirewallWork goes through the thread session, and two concurrent batches both land', async () => {
-  assert.ok((await restoreSessionFor(DEFAULT_TOOLS.iptablesRestore)) !== null, 'iptables here is the nf_tables backend');
+  assert.ok((await restoreSessionFor(DEFAULT_TOOLS.iptablesRestore, toolEnv())) !== null, 'iptables here is the nf_tables backend');
   const tx = restoreSessionStats.transactions;
   const change = (port: number, del = false) => ({
     v4: [{ table: 'nat' as const, line: del ? rule(port).replace('-A ', '-D ') : rule(port) }],
@@ -106,13 +107,13 @@ test('applyFirewallWork goes through the thread session, and two concurrent batc
     tolerant: false,
   });
   const [a, b] = await Promise.all([
-    applyFirewallWork([{ opId: 1, change: change(5001) }], DEFAULT_TOOLS),
-    applyFirewallWork([{ opId: 2, change: change(5002) }], DEFAULT_TOOLS),
+    applyFirewallWork([{ opId: 1, change: change(5001) }], toolEnv()),
+    applyFirewallWork([{ opId: 2, change: change(5002) }], toolEnv()),
   ]);
   assert.deepEqual([...a.failed, ...b.failed], []);
   assert.equal((await natRules()).length, 2);
   assert.ok(restoreSessionStats.transactions - tx >= 1, 'at least one went through the session');
-  const c = await applyFirewallWork([{ opId: 3, change: change(5001, true) }, { opId: 4, change: change(5002, true) }], DEFAULT_TOOLS);
+  const c = await applyFirewallWork([{ opId: 3, change: change(5001, true) }, { opId: 4, change: change(5002, true) }], toolEnv());
   assert.deepEqual([...c.failed], []);
   assert.deepEqual(await natRules(), []);
 });

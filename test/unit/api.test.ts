@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { describe, test, type TestContext } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import { buildApp } from '../../src/api/app.js';
-import { OPT } from '../../src/domain/network-spec.js';
+import { OPT } from '../../src/api/network-options.js';
 import { rig, silent, type Rig } from './driver-rig.js';
 
 const PLUGIN_CT = 'application/vnd.docker.plugins.v1.2+json';
@@ -11,7 +11,7 @@ const PLUGIN_CT = 'application/vnd.docker.plugins.v1.2+json';
 async function app(t: TestContext, onActivate?: () => void): Promise<{ app: FastifyInstance; r: Rig }> {
   const r = rig(t);
   const a = await buildApp({
-    driver: r.driver,
+    protocol: r.driver,
     logger: silent,
     maxQueue: 10_000,
     maxEventLoopDelayMs: 60_000,
@@ -186,13 +186,29 @@ describe('errors', () => {
     assert.match(overlap.body.Err as string, /networks have overlapping IPv4$/);
     assert.equal((await post(a, '/NetworkDriver.CreateEndpoint', { NetworkID: NET, EndpointID: 'e1', Interface: { Address: '198.18.20.2/24' } })).status, 200);
     const dupEp = await post(a, '/NetworkDriver.CreateEndpoint', { NetworkID: NET, EndpointID: 'e1', Interface: { Address: '198.18.20.3/24' } });
-    assert.deepEqual([dupEp.status, dupEp.body.Err], [409, 'Endpoint (e1) already exists (Only one endpoint allowed): this request differs in Interface.Address']);
+    assert.deepEqual([dupEp.status, dupEp.body.Err], [409, 'Endpoint (e1) already exists (Only one endpoint allowed): this request differs in its IPv4 address']);
     const again = await post(a, '/NetworkDriver.CreateEndpoint', { NetworkID: NET, EndpointID: 'e1', Interface: { Address: '198.18.20.2/24' } });
     assert.deepEqual([again.status, again.body], [200, { Interface: { MacAddress: '02:42:c6:12:14:02' } }], 'the same request again gets the same reply');
     // teardown of unknown things is success
     assert.deepEqual((await post(a, '/NetworkDriver.DeleteEndpoint', { NetworkID: NET, EndpointID: 'zzz' })).status, 200);
     assert.deepEqual((await post(a, '/NetworkDriver.RevokeExternalConnectivity', { NetworkID: NET, EndpointID: 'zzz' })).status, 200);
     assert.deepEqual((await post(a, '/NetworkDriver.DeleteNetwork', { NetworkID: 'zzz' })).status, 200);
+  });
+
+  test("dockerd's argument-less retry of a create is answered as the create it repeats", async (t) => {
+    const { app: a } = await app(t);
+    assert.equal((await post(a, '/NetworkDriver.CreateNetwork', '')).status, 400, 'nothing to repeat');
+    assert.equal((await post(a, '/NetworkDriver.CreateNetwork', createNet())).status, 200);
+    assert.deepEqual(await post(a, '/NetworkDriver.CreateNetwork', ''), { status: 200, body: {}, contentType: PLUGIN_CT });
+    const ep = { NetworkID: NET, EndpointID: 'e1', Interface: { Address: '198.18.20.2/24' } };
+    const first = await post(a, '/NetworkDriver.CreateEndpoint', ep);
+    assert.equal(first.status, 200);
+    const retry = await post(a, '/NetworkDriver.CreateEndpoint', '');
+    assert.deepEqual([retry.status, retry.body], [200, first.body], 'the same reply as the create it repeats');
+    assert.equal((await post(a, '/NetworkDriver.Join', { NetworkID: NET, EndpointID: 'e1' })).status, 200);
+    const late = await post(a, '/NetworkDriver.CreateEndpoint', '');
+    assert.equal(late.status, 400, 'once dockerd has used the endpoint, an empty create repeats nothing');
+    assert.match(late.body.Err as string, /request body is empty/);
   });
 
   test('a kernel failure: 500 with Err', async (t) => {

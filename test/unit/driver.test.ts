@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { VETH_NAME_RE } from '../../src/domain/names.js';
-import { OPT } from '../../src/domain/network-spec.js';
+import { OPT } from '../../src/api/network-options.js';
 import {
   EndpointExistsError,
   EndpointNotFoundError,

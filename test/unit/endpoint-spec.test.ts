@@ -2,9 +2,11 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { parseCidr } from '../../src/domain/addr.js';
-import { ipv6FromMac, macFromIpv4, parseMac, resolveEndpointAddresses } from '../../src/domain/endpoint-spec.js';
+import { resolveEndpointAddresses } from '../../src/api/endpoint-request.js';
+import { OPT, parseNetworkSpec } from '../../src/api/network-options.js';
+import { ipv6FromMac, macFromIpv4, parseMac } from '../../src/domain/endpoint-spec.js';
 import { parseNetworkId } from '../../src/domain/names.js';
-import { OPT, parseNetworkSpec, type NetworkSpec } from '../../src/domain/network-spec.js';
+import type { NetworkSpec } from '../../src/domain/network-spec.js';
 import { InvalidAddressError, InvalidRequestError, NotSupportedError } from '../../src/errors.js';
 
 const ID = parseNetworkId('feedfacecafe0001');
@@ -136,6 +138,10 @@ describe('resolveEndpointAddresses', () => {
     assert.throws(() => resolveEndpointAddresses(net(), { Address: '' }, undefined), InvalidRequestError);
     assert.throws(() => resolveEndpointAddresses(net(), { Address: '198.18.21.2/24' }, undefined), /not in subnet 198\.18\.20\.0\/24/);
     assert.throws(() => resolveEndpointAddresses(net(), { Address: '198.18.20.1/24' }, undefined), /it is the network's gateway/);
+    // No IPAM hands these out (found by the scale fuzzer):
+    assert.throws(() => resolveEndpointAddresses(net(), { Address: '198.18.20.0/24' }, undefined), /network or broadcast address/);
+    assert.throws(() => resolveEndpointAddresses(net(), { Address: '198.18.20.255/24' }, undefined), /network or broadcast address/);
+    assert.throws(() => resolveEndpointAddresses(net(), { Address: '198.18.20.7/25' }, undefined), /the network's prefix is \/24/);
     assert.throws(() => resolveEndpointAddresses(net(), { Address: 'fd00::2/64' }, undefined), InvalidAddressError);
     assert.throws(() => resolveEndpointAddresses(net(), { Address: '198.18.20.2/24', MacAddress: 5 }, undefined), InvalidRequestError);
     assert.throws(() => resolveEndpointAddresses(net({ v6: 'fd00:20::/64' }), { Address: '198.18.20.2/24', AddressIPv6: 6 }, undefined), InvalidRequestError);

@@ -1,16 +1,24 @@
-// A stateful, strict fake of the kernel behind KernelExecutor (src/workers/pool.ts).
+// A stateful, strict fake of the kernel at the tool boundary: it answers the tool runs
+// (`ip -force -batch -`, `ip -j … show`, iptables-restore, iptables-save, conntrack) and the
+// sysctl writes that the real code makes. Everything above it runs for real in unit tests: the
+// engine, the pipelines, and the worker's batch orchestration (runBatch: two tracks, rule
+// removals before the ip script, IPv4 rules undone when the IPv6 half fails, conntrack flushes),
+// only in this thread instead of a worker thread.
 //
-// runBatch does what the real worker does, stage by stage, against simulated state: firewall
-// removals, then the ip script *as planned by planIpBatch* interpreted line by line with
-// `ip -force -batch` semantics (each failing line reports `Command failed -:N` on stderr, the next
-// lines still run), then sysctls, then firewall additions. Failures are attributed with the real
-// parseIpErrors/attributeIpFailures. A line the interpreter does not understand throws: the fake
-// never silently accepts a script the real `ip` would reject.
+// `ip -force -batch` semantics: each failing line reports `Command failed -:N` on stderr and the
+// next lines still run. iptables-restore semantics: a table block is all or nothing and is
+// committed at its COMMIT; a failing line reports "line N failed" and ends the run. A line either
+// fake does not understand fails the test: it never silently accepts what the real tool would
+// reject.
 import assert from 'node:assert/strict';
-import type { BatchRequest, BatchResponse, FirewallChange, OpResult } from '../../src/batching/ops.js';
-import { attributeIpFailures, parseIpErrors, planIpBatch, type IpWork } from '../../src/batching/plan-ip.js';
+import type { BatchRequest, BatchResponse } from '../../src/batching/work.js';
+import type { SysctlWrite } from '../../src/domain/network-setup.js';
+import { DEFAULT_TOOLS } from '../../src/tools/paths.js';
+import type { ToolEnv } from '../../src/tools/env.js';
+import type { ToolResult } from '../../src/tools/spawn.js';
+import { runBatch } from '../../src/workers/batch-worker.js';
+import { workerEnv, type WorkerEnv } from '../../src/workers/env.js';
 import type { KernelExecutor } from '../../src/workers/pool.js';
-import type { ToolResult } from '../../src/workers/spawn.js';
 
 export interface FakeLink {
   name: string;
@@ -34,6 +42,9 @@ export interface Faults {
   delayMs?: number;
 }
 
+const ok = (stdout = ''): ToolResult => ({ exitCode: 0, stdout, stderr: '', spawnError: null });
+const fail = (stderr: string, exitCode = 1): ToolResult => ({ exitCode, stdout: '', stderr, spawnError: null });
+
 export class FakeKernel implements KernelExecutor {
   readonly links = new Map<string, FakeLink>();
   /** "4 nat BB-POSTROUTING -s …" → how many copies */
@@ -44,6 +55,20 @@ export class FakeKernel implements KernelExecutor {
   readonly execs: Array<{ file: string; args: readonly string[] }> = [];
   faults: Faults = {};
   closed = false;
+  /** the real worker environment, over this fake's tools (no sessions: they need real processes) */
+  readonly env: WorkerEnv;
+
+  constructor() {
+    this.env = workerEnv(
+      { tools: DEFAULT_TOOLS, switches: { ipSessions: false, restoreSessions: false, earlyDelete: false }, firewall: 'iptables', directSpawn: false },
+      { run: (f, a, i) => this.run(f, a, i), sysctl: (s) => this.sysctl(s) },
+    );
+  }
+
+  /** The tool environment for the engine's own kernel reads (probes, reconciliation). */
+  get tools(): ToolEnv {
+    return this.env.tool;
+  }
 
   /** A link that exists before the test (a user's bridge, someone else's veth). */
   addLink(name: string, kind: FakeLink['kind'], addrs: string[] = []): void {
@@ -68,62 +93,20 @@ export class FakeKernel implements KernelExecutor {
     assert.deepEqual([...this.rules.entries()].filter(([, c]) => c > 0), [], 'firewall rules left behind');
   }
 
+  // ----------------------------------------------------------------- KernelExecutor
+
   async runBatch(req: BatchRequest): Promise<BatchResponse> {
     assert.equal(this.closed, false, 'runBatch after close');
     this.batches.push(structuredClone(req));
     // Like a worker thread, never answer in the same tick.
     await new Promise((r) => setTimeout(r, this.faults.delayMs ?? 0));
     if (this.faults.batchThrows?.(req) === true) throw new Error('fake worker died');
-    const failed = new Map<number, string>();
-    for (const o of req.ops) {
-      if (o.fwBefore === undefined) continue;
-      const m = this.applyFirewall(o.fwBefore);
-      if (m !== null) failed.set(o.opId, m);
-    }
-    const works: IpWork[] = req.ops.flatMap((o) => (o.ip && o.ip.length > 0 && !failed.has(o.opId) ? [{ opId: o.opId, ops: o.ip }] : []));
-    if (works.length > 0) {
-      const plan = planIpBatch(works, req.linkGroup);
-      if (plan.text !== '') {
-        this.scripts.push(plan.text);
-        const stderr = this.runScript(plan.text);
-        const verdict = attributeIpFailures(plan, parseIpErrors(stderr).failures);
-        for (const [id, m] of verdict.failedOps) failed.set(id, m);
-        assert.equal(verdict.groupDeleteFailed, false, 'the fake never fails a group delete');
-      }
-    }
-    for (const o of req.ops) {
-      if (failed.has(o.opId)) continue;
-      for (const s of o.sysctls ?? []) this.sysctls.set(s.path, s.value);
-    }
-    for (const o of req.ops) {
-      if (o.fwAfter === undefined || failed.has(o.opId)) continue;
-      const m = this.applyFirewall(o.fwAfter);
-      if (m !== null) failed.set(o.opId, m);
-    }
-    const results: OpResult[] = req.ops.map((o) => {
-      const m = failed.get(o.opId);
-      return m === undefined ? { opId: o.opId, ok: true } : { opId: o.opId, ok: false, message: m };
-    });
-    return { batchId: req.batchId, results, timings: { ipMs: 0, fwMs: 0, totalMs: 0, ipSpawns: 1, fwSpawns: 0 } };
+    return runBatch(req, this.env);
   }
 
-  async exec(file: string, args: readonly string[], input?: string): Promise<ToolResult> {
+  exec(file: string, args: readonly string[], input?: string): Promise<ToolResult> {
     assert.equal(this.closed, false, 'exec after close');
-    this.execs.push({ file, args: [...args] });
-    await new Promise((r) => setImmediate(r));
-    assert.equal(input, undefined, `unexpected input to ${file}`);
-    assert.equal(file, 'ip', `the fake only knows ip, not ${file}`);
-    const [j, d, what, verb, dev, name, ...rest] = args;
-    assert.deepEqual([j, d, what, verb, dev, rest.length], ['-j', '-d', 'addr', 'show', 'dev', 0], `unexpected ip ${args.join(' ')}`);
-    assert.ok(name !== undefined);
-    const l = this.links.get(name);
-    if (l === undefined) return { exitCode: 1, stdout: '', stderr: `Device "${name}" does not exist.\n`, spawnError: null };
-    const addrInfo = l.addrs.map((a) => {
-      const [local, len] = a.split('/');
-      return { family: local?.includes(':') ? 'inet6' : 'inet', local, prefixlen: Number(len) };
-    });
-    const out = [{ ifindex: 2, ifname: l.name, flags: l.up ? ['UP'] : [], mtu: l.mtu, linkinfo: l.kind === 'other' ? undefined : { info_kind: l.kind }, addr_info: addrInfo }];
-    return { exitCode: 0, stdout: JSON.stringify(out) + '\n', stderr: '', spawnError: null };
+    return this.run(file, args, input);
   }
 
   linkPresent(name: string): boolean {
@@ -134,29 +117,101 @@ export class FakeKernel implements KernelExecutor {
     this.closed = true;
   }
 
-  // ---------------------------------------------------------------------------------------------
+  // ----------------------------------------------------------------- the tools
 
-  private applyFirewall(change: FirewallChange): string | null {
-    for (const family of [4, 6] as const) {
-      for (const r of family === 4 ? change.v4 : change.v6) {
-        // "-A CHAIN rule", "-I CHAIN N rule" and "-D CHAIN rule" all name the rule "CHAIN rule"
-        const m = /^(-A|-D|-I) (\S+)(?: (\d+))? (.+)$/.exec(r.line);
-        assert.ok(m, `unexpected firewall line ${r.line}`);
-        assert.equal(m[3] !== undefined, m[1] === '-I', `bad position in ${r.line}`);
-        const key = `${family} ${r.table} ${m[2]} ${m[4]}`;
-        const count = this.rules.get(key) ?? 0;
-        if (m[1] !== '-D') this.rules.set(key, count + 1);
-        else if (count > 0) this.rules.set(key, count - 1);
-        else if (!change.tolerant) return `iptables-restore: line 2 failed: Bad rule (does a matching rule exist in that chain?)`;
+  async run(file: string, args: readonly string[], input?: string): Promise<ToolResult> {
+    this.execs.push({ file, args: [...args] });
+    await new Promise((r) => setImmediate(r));
+    const a = args.join(' ');
+    if (file === 'ip') {
+      if (a === '-force -batch -') return this.ipBatch(input ?? '');
+      if (a === '-j -d addr show' || a === '-j link show') return ok(JSON.stringify([...this.links.values()].map((l) => this.linkJson(l))));
+      const dev = /^-j -d addr show dev (\S+)$/.exec(a);
+      if (dev !== null) {
+        const l = this.links.get(dev[1] as string);
+        return l === undefined ? fail(`Device "${dev[1] ?? ''}" does not exist.\n`) : ok(JSON.stringify([this.linkJson(l)]));
       }
     }
-    for (const [k, c] of this.rules) if (c === 0) this.rules.delete(k);
+    const family = file.startsWith('ip6') ? 6 : 4;
+    if (file === 'iptables-restore' || file === 'ip6tables-restore') {
+      if (a === '--version') return ok(`${file} v1.8.9 (legacy)\n`);
+      assert.equal(a, '--noflush -w', `unexpected ${file} ${a}`);
+      return this.restore(family, input ?? '');
+    }
+    if (file === 'iptables-save' || file === 'ip6tables-save') return ok(this.save(family));
+    if (file === 'conntrack') return ok();
+    assert.fail(`the fake kernel does not know: ${file} ${a}`);
+  }
+
+  private async sysctl(s: SysctlWrite): Promise<string | null> {
+    this.sysctls.set(s.path, s.value);
     return null;
   }
 
-  /** `ip -force -batch -` over the fake state; returns stderr. */
-  private runScript(text: string): string {
+  private linkJson(l: FakeLink): object {
+    const addrInfo = l.addrs.map((x) => {
+      const [local, len] = x.split('/');
+      return { family: local?.includes(':') ? 'inet6' : 'inet', local, prefixlen: Number(len) };
+    });
+    return {
+      ifindex: 2,
+      ifname: l.name,
+      flags: l.up ? ['UP'] : [],
+      mtu: l.mtu,
+      group: l.group === 0 ? 'default' : String(l.group),
+      ...(l.master === null ? {} : { master: l.master }),
+      ...(l.kind === 'other' ? {} : { linkinfo: { info_kind: l.kind } }),
+      addr_info: addrInfo,
+    };
+  }
+
+  // ----------------------------------------------------------------- iptables
+
+  /** Applies a payload block by block; a failing line fails its block and ends the run. */
+  private restore(family: 4 | 6, text: string): ToolResult {
+    const lines = text.split('\n');
+    let table: string | null = null;
+    let staged: Map<string, number> | null = null;
+    for (const [i, line] of lines.entries()) {
+      if (line === '') continue;
+      if (line.startsWith('*')) {
+        table = line.slice(1);
+        staged = new Map(this.rules);
+        continue;
+      }
+      assert.ok(table !== null && staged !== null, `line outside a table block: ${line}`);
+      if (line === 'COMMIT') {
+        for (const [k, c] of [...staged]) if (c === 0) staged.delete(k);
+        this.rules.clear();
+        for (const [k, c] of staged) this.rules.set(k, c);
+        table = null;
+        staged = null;
+        continue;
+      }
+      const err = applyRuleLine(staged, `${family} ${table}`, line);
+      if (err !== null) return fail(`${family === 4 ? 'iptables' : 'ip6tables'}-restore: line ${i + 1} failed: ${err}\n`);
+    }
+    return ok();
+  }
+
+  private save(family: 4 | 6): string {
+    const byTable = new Map<string, string[]>();
+    for (const [key, count] of this.rules) {
+      const m = /^(\d) (\S+) (\S+) (.*)$/.exec(key);
+      if (m === null || Number(m[1]) !== family) continue;
+      const list = byTable.get(m[2] as string) ?? [];
+      for (let i = 0; i < count; i++) list.push(`-A ${m[3] ?? ''} ${m[4] ?? ''}`);
+      byTable.set(m[2] as string, list);
+    }
+    return [...byTable].map(([t, l]) => `*${t}\n${l.join('\n')}\nCOMMIT\n`).join('');
+  }
+
+  // ----------------------------------------------------------------- ip
+
+  /** `ip -force -batch -` over the fake state. */
+  private ipBatch(text: string): ToolResult {
     assert.ok(text.endsWith('\n'), 'a script ends with a newline');
+    this.scripts.push(text);
     let stderr = '';
     text
       .slice(0, -1)
@@ -165,7 +220,7 @@ export class FakeKernel implements KernelExecutor {
         const err = this.faults.ipLine?.(line) ?? this.runLine(line);
         if (err !== null) stderr += `${err}\nCommand failed -:${i + 1}\n`;
       });
-    return stderr;
+    return { exitCode: stderr === '' ? 0 : 1, stdout: '', stderr, spawnError: null };
   }
 
   private runLine(line: string): string | null {
@@ -207,10 +262,12 @@ export class FakeKernel implements KernelExecutor {
       l.up = m[2] === 'up';
       return null;
     }
-    if ((m = /^link set dev (\S+) group (\d+)$/.exec(line))) {
+    if ((m = /^link set dev (\S+) (group|master) (\S+)$/.exec(line))) {
       const l = this.links.get(m[1] as string);
       if (l === undefined) return noDev(m[1] as string);
-      l.group = Number(m[2]);
+      if (m[2] === 'group') l.group = Number(m[3]);
+      else if (!this.links.has(m[3] as string)) return noDev(m[3] as string);
+      else l.master = m[3] as string;
       return null;
     }
     if ((m = /^link del group (\d+)$/.exec(line))) {
@@ -234,4 +291,26 @@ export class FakeKernel implements KernelExecutor {
     if (l.kind === 'veth' && l.peer !== null) this.links.delete(l.peer);
     if (l.kind === 'bridge') for (const s of this.links.values()) if (s.master === name) s.master = null;
   }
+}
+
+/**
+ * One iptables-restore line against staged rules: "-A CHAIN rule", "-I CHAIN N rule" and
+ * "-D CHAIN rule" all name the rule "CHAIN rule"; ":CHAIN" (a declaration) flushes a chain and
+ * "-X CHAIN" deletes it. Returns an error text, or null.
+ */
+function applyRuleLine(rules: Map<string, number>, prefix: string, line: string): string | null {
+  const decl = /^:(\S+) - \[0:0\]$/.exec(line) ?? /^-X (\S+)$/.exec(line);
+  if (decl !== null) {
+    for (const k of [...rules.keys()]) if (k.startsWith(`${prefix} ${decl[1] ?? ''} `)) rules.delete(k);
+    return null;
+  }
+  const m = /^(-A|-D|-I) (\S+)(?: (\d+))? (.+)$/.exec(line);
+  assert.ok(m, `unexpected firewall line ${line}`);
+  assert.equal(m[3] !== undefined, m[1] === '-I', `bad position in ${line}`);
+  const key = `${prefix} ${m[2] ?? ''} ${m[4] ?? ''}`;
+  const count = rules.get(key) ?? 0;
+  if (m[1] !== '-D') rules.set(key, count + 1);
+  else if (count > 0) rules.set(key, count - 1);
+  else return 'Bad rule (does a matching rule exist in that chain?)';
+  return null;
 }

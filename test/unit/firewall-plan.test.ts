@@ -1,23 +1,13 @@
 // Golden tests: the exact text of every rule template the firewall planners emit.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import {
-  baseChains,
-  DNAT_BUCKETS,
-  dnatBucketChain,
-  HEADS,
-  planHooks,
-  planNetworkAdd,
-  planNetworkRemove,
-  readHookState,
-  renderRestorePayload,
-} from '../../src/batching/plan-firewall.js';
-import { planEndpointPortsAdd, planEndpointPortsRemove } from '../../src/batching/plan-ports.js';
+import { planHooks, readHookState } from '../../src/firewall/iptables/hooks.js';
+import { baseChains, DNAT_BUCKETS, dnatBucketChain, HEADS } from '../../src/firewall/iptables/layout.js';
+import { invertLines, renderRestorePayload } from '../../src/firewall/iptables/lines.js';
+import { planEndpointPortsAdd, planEndpointPortsRemove, planNetworkAdd, planNetworkRemove } from '../../src/firewall/iptables/plan.js';
 import type { PortMapping } from '../../src/state/records.js';
-import { invertLines } from '../../src/workers/apply-firewall.js';
 import { fwNetwork } from './fw-fixture.js';
 
-const NET = 'aaaaaaaaaaaa0123456789';
 const EP = 'eeeeeeeeeeee0123456789';
 
 const net = fwNetwork;
@@ -99,7 +89,7 @@ const M = (o: Partial<PortMapping>): PortMapping => ({ proto: 'tcp', family: 4, 
 const E = '-m comment --comment bb:ep=eeeeeeeeeeee';
 
 test('DNAT rules: any address, one address, IPv6, udp, sctp', () => {
-  const ch = planEndpointPortsAdd(EP, { id: NET, bridge: 'bb-a' }, [
+  const ch = planEndpointPortsAdd(EP, [
     M({}),
     M({ hostIp: '198.19.255.1', hostPort: 511 }),
     M({ proto: 'udp', hostPort: 512, containerPort: 53 }),
@@ -119,22 +109,22 @@ test('DNAT rules: any address, one address, IPv6, udp, sctp', () => {
     `nat -A BB-DNAT-35 -p tcp -m tcp --dport 18080 ${E} -j DNAT --to-destination [fd00:20::2]:80`,
     `nat -A BB-DNAT-127 -d fd00:ff::1/128 -p tcp -m tcp --dport 65535 ${E} -j DNAT --to-destination [fd00:20::2]:80`,
   ]);
-  const rm = planEndpointPortsRemove(EP, { id: NET, bridge: 'bb-a' }, [M({})]);
+  const rm = planEndpointPortsRemove(EP, [M({})]);
   assert.equal(rm.tolerant, true);
   assert.deepEqual(rm.v4.map((l) => l.line), [`-D BB-DNAT-35 -p tcp -m tcp --dport 18080 ${E} -j DNAT --to-destination 198.18.20.2:80`]);
 });
 
 test('DNAT planner refuses values that are not canonical addresses or ports', () => {
-  const p = (m: PortMapping): unknown => planEndpointPortsAdd(EP, { id: NET, bridge: 'bb-a' }, [m]);
+  const p = (m: PortMapping): unknown => planEndpointPortsAdd(EP, [m]);
   assert.throws(() => p(M({ hostPort: 0 })));
   assert.throws(() => p(M({ containerPort: 65536 })));
   assert.throws(() => p(M({ hostPort: 1.5 })));
   assert.throws(() => p(M({ containerIp: '198.18.20.2 -j ACCEPT' })));
   assert.throws(() => p(M({ hostIp: '::' })), 'family mismatch');
   assert.throws(() => p(M({ proto: 'icmp' as 'tcp' })));
-  assert.throws(() => planEndpointPortsAdd('bad id\n', { id: NET, bridge: 'bb-a' }, [M({})]));
+  assert.throws(() => planEndpointPortsAdd('bad id\n', [M({})]));
   // a non-canonical but valid address is re-rendered
-  const ch = planEndpointPortsAdd(EP, { id: NET, bridge: 'bb-a' }, [M({ family: 6, hostIp: 'FD00:00ff::0001', containerIp: 'fd00:20:0::2' })]);
+  const ch = planEndpointPortsAdd(EP, [M({ family: 6, hostIp: 'FD00:00ff::0001', containerIp: 'fd00:20:0::2' })]);
   assert.match(ch.v6[0]?.line ?? '', / -d fd00:ff::1\/128 .* --to-destination \[fd00:20::2\]:80$/);
 });
 

@@ -6,16 +6,20 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
-import fc from 'fast-check';
 import { pino } from 'pino';
 import { buildApp } from '../../src/api/app.js';
-import type { BatchRequest, BatchResponse, FirewallChange, IpOp } from '../../src/batching/ops.js';
-import { renderRestorePayload } from '../../src/batching/plan-firewall.js';
-import { planIpBatch, type IpWork } from '../../src/batching/plan-ip.js';
-import { Driver } from '../../src/scheduler/driver.js';
+import type { BatchRequest, BatchResponse } from '../../src/batching/work.js';
+import { DEFAULT_ENGINE_OPTIONS } from '../../src/engine/core.js';
+import { Engine } from '../../src/engine/engine.js';
+import { renderRestorePayload } from '../../src/firewall/iptables/lines.js';
+import type { FirewallChange } from '../../src/firewall/types.js';
+import type { IpOp } from '../../src/ip/ops.js';
+import type { IpWork } from '../../src/ip/plan.js';
+import { DEFAULT_TUNING } from '../../src/scheduler/pipelines.js';
 import { SqliteStateStore } from '../../src/state/sqlite-store.js';
-import type { KernelExecutor } from '../../src/workers/pool.js';
-import { DEFAULT_TOOLS, type ToolResult } from '../../src/workers/spawn.js';
+import type { ToolResult } from '../../src/tools/spawn.js';
+import { testDriver, type TestDriver } from './driver-rig.js';
+import { FakeKernel } from './fake-kernel.js';
 
 // ------------------------------------------------------------------------------ the grammar
 
@@ -81,66 +85,54 @@ export function checkFirewallChange(c: FirewallChange): void {
 
 // ------------------------------------------------------------------------------ the executor
 
-/** Succeeds at everything, records every script, and checks each against the grammar. */
-export class RecordingExecutor implements KernelExecutor {
+/**
+ * The fake kernel (at the tool boundary), recording every ip script and iptables-restore payload
+ * the real worker code renders and checking each against the grammar.
+ */
+export class RecordingExecutor extends FakeKernel {
   readonly ipScripts: string[] = [];
-  readonly fwChanges: FirewallChange[] = [];
+  readonly fwChanges: string[] = [];
   /** grammar violations (a throw here would only fail the batch, so they are collected) */
   readonly violations: string[] = [];
-  batches = 0;
 
-  async runBatch(req: BatchRequest): Promise<BatchResponse> {
-    this.batches++;
-    const check = (fn: () => void): void => {
-      try {
-        fn();
-      } catch (err) {
-        this.violations.push(err instanceof Error ? err.message : String(err));
-      }
-    };
+  private check(fn: () => void): void {
+    try {
+      fn();
+    } catch (err) {
+      this.violations.push(err instanceof Error ? err.message : String(err));
+    }
+  }
+
+  override async runBatch(req: BatchRequest): Promise<BatchResponse> {
     const works: IpWork[] = req.ops.flatMap((o) => (o.ip && o.ip.length > 0 ? [{ opId: o.opId, ops: o.ip }] : []));
-    for (const w of works) {
-      for (const op of w.ops) {
-        if (op.kind === 'veth-create') this.made.set(op.host, op.peer);
-        else if (op.kind === 'veth-delete') this.made.delete(op.host);
-      }
-    }
-    const plan = planIpBatch(works, req.linkGroup);
-    if (works.length > 0 && plan.text !== '') {
-      check(() => checkIpScript(plan.text, expectedIpLines(works)));
-      this.ipScripts.push(plan.text);
-    }
-    for (const o of req.ops) {
-      for (const c of [o.fwBefore, o.fwAfter]) {
-        if (c === undefined) continue;
-        check(() => checkFirewallChange(c));
-        this.fwChanges.push(c);
-      }
-    }
-    return { batchId: req.batchId, results: req.ops.map((o) => ({ opId: o.opId, ok: true })), timings: { ipMs: 0, fwMs: 0, totalMs: 0, ipSpawns: 1, fwSpawns: 0 } };
+    const before = this.ipScripts.length;
+    const res = await super.runBatch(req);
+    // The batch's own script (verification or one-by-one fallbacks would come after it).
+    const script = this.ipScripts[before];
+    if (works.length > 0 && script !== undefined) this.check(() => checkIpScript(script, expectedIpLines(works)));
+    return res;
   }
 
-  /** host and peer names of the veths the recorded scripts made and not yet deleted */
-  private readonly made = new Map<string, string>();
-
-  linkPresent(name: string): boolean {
-    return this.made.has(name) || [...this.made.values()].includes(name);
+  override async run(file: string, args: readonly string[], input?: string): Promise<ToolResult> {
+    if (file === 'ip' && args.join(' ') === '-force -batch -' && input !== undefined) {
+      this.ipScripts.push(input);
+      this.check(() => checkIpScript(input, input.split('\n').length - 1));
+    }
+    if (/restore$/.test(file) && input !== undefined) {
+      this.fwChanges.push(input);
+      const lines = input.split('\n').filter((l) => l !== '' && !l.startsWith('*') && l !== 'COMMIT');
+      const tables = input.split('\n').filter((l) => l.startsWith('*')).length;
+      this.check(() => checkRestorePayload(input, lines.length, tables));
+    }
+    return super.run(file, args, input);
   }
-
-  async exec(_file: string, args: readonly string[]): Promise<ToolResult> {
-    // probeLink: no interface exists beforehand.
-    if (args.includes('dev')) return { exitCode: 1, stdout: '', stderr: 'Device "x" does not exist.\n', spawnError: null };
-    return { exitCode: 0, stdout: '', stderr: '', spawnError: null };
-  }
-
-  async close(): Promise<void> {}
 }
 
 // ------------------------------------------------------------------------------ the app
 
 export interface FuzzRig {
   readonly app: FastifyInstance;
-  readonly driver: Driver;
+  readonly driver: TestDriver;
   readonly exec: RecordingExecutor;
   readonly store: SqliteStateStore;
   /** books + intents + how many scripts ran, as one comparable string */
@@ -155,8 +147,9 @@ export async function fuzzRig(): Promise<FuzzRig> {
   const store = new SqliteStateStore(dir);
   const exec = new RecordingExecutor();
   const log = pino({ level: 'silent' });
-  const driver = new Driver(store, exec, { batchMax: 64, windowMs: 1, maxInFlight: 2, tools: DEFAULT_TOOLS }, log);
-  const app = await buildApp({ driver, logger: log, maxQueue: 1000, maxEventLoopDelayMs: 60_000, maxHeapUsedBytes: 8 * 1024 ** 3, bodyLimit: BODY_LIMIT });
+  const engine = new Engine({ store, exec, tools: exec.tools, firewall: exec.env.firewall, log }, { ...DEFAULT_ENGINE_OPTIONS, ...DEFAULT_TUNING, batchMax: 64 });
+  const driver = testDriver(engine);
+  const app = await buildApp({ protocol: driver, logger: log, maxQueue: 1000, maxEventLoopDelayMs: 60_000, maxHeapUsedBytes: 8 * 1024 ** 3, bodyLimit: BODY_LIMIT });
   const snapshot = (): string =>
     JSON.stringify({
       networks: store.loadNetworks().map((n) => n.spec.id).sort(),
@@ -208,58 +201,5 @@ export function assertRefused(r: { status: number; body: unknown; text: string }
 
 // ------------------------------------------------------------------------------ hostile values
 
-/** Characters that must never reach a script: separators, quotes, shell and iptables syntax. */
-export const NASTY_CHARS = ['\n', '\r', ' ', '\t', '"', "'", '`', '$', ';', '&', '|', '>', '<', '(', ')', '{', '}', '\\', '/', '*', '?', '!', '#', '%', '\0', 'é', 'ü', '∂', '😀', '\u202e', ',', ':', '=', '+', '@', '~'];
-
-/** A string with at least one nasty character somewhere in otherwise plausible text. */
-export const nastyString = (base: fc.Arbitrary<string> = fc.string({ maxLength: 20 })): fc.Arbitrary<string> =>
-  fc.tuple(base, fc.constantFrom(...NASTY_CHARS), base, fc.nat(40)).map(([a, c, b, i]) => {
-    const s = a + b;
-    const at = i % (s.length + 1);
-    return s.slice(0, at) + c + s.slice(at);
-  });
-
-/** Ids that are not valid network/endpoint ids. */
-export const badId: fc.Arbitrary<unknown> = fc.oneof(
-  nastyString(fc.stringMatching(/^[a-f0-9]{0,30}$/)),
-  fc.constant(''),
-  fc.stringMatching(/^[a-f0-9]{129,200}$/),
-  fc.integer(),
-  fc.boolean(),
-  fc.constant(null),
-  fc.array(fc.string(), { maxLength: 3 }),
-  fc.dictionary(fc.string({ maxLength: 5 }), fc.string({ maxLength: 5 }), { maxKeys: 2 }),
-  fc.constantFrom('-leading-dash', '_x', 'a b', 'a\nb', '../../etc', 'x;reboot', '$(id)'),
-);
-
-/** Interface names the kernel (or we) must refuse. */
-export const badIfName: fc.Arbitrary<unknown> = fc.oneof(
-  nastyString(fc.stringMatching(/^[a-z0-9]{0,12}$/)),
-  fc.stringMatching(/^[a-z0-9]{16,40}$/),
-  fc.constantFrom('.', '..', 'br0 up', 'br0\nlink del dev eth0', 'bräcke', 'verylongbridgename', 'a/b'),
-  fc.integer({ min: -5, max: 5 }).map((n) => ({ n })),
-  fc.array(fc.nat(), { maxLength: 2 }),
-);
-
-/** CIDRs that must be refused as IPv4 pools. */
-export const badCidr4: fc.Arbitrary<unknown> = fc.oneof(
-  fc.constantFrom(
-    '224.0.0.0/24', '239.1.2.0/24', // multicast
-    '::ffff:198.18.0.0/120', '::ffff:c612:0/120', // IPv4-mapped
-    '198.18.0.0', '198.18.0.0/33', '198.18.0.0/-1', '198.18.0.0/24/1', '198.18.0.256/24', '198.018.0.0/24', '0x10.0.0.0/8',
-    '198.18.0.0/24\n-A INPUT -j ACCEPT', '198.18.0.0/24 dev lo', '198.18.0.0/ 24', ' 198.18.0.0/24', '198.18.0.0/24;id',
-    'fd00::/64', '0.0.0.0/0', '198.18.0.0/31', '198.18.0.0/32', '', '/24', 'localhost/24',
-  ),
-  nastyString(fc.constant('198.18.40.0/24')),
-  fc.integer(),
-  fc.constant(null),
-);
-
-/** Host ports and container ports out of range, and reversed ranges. */
-export const badPortBinding: fc.Arbitrary<Record<string, unknown>> = fc.oneof(
-  fc.record({ Proto: fc.constant(6), Port: fc.oneof(fc.integer({ min: 65536, max: 1e9 }), fc.integer({ max: 0 }), fc.constant(1.5), fc.constant('80')), HostPort: fc.constant(8080) }),
-  fc.record({ Proto: fc.constant(6), Port: fc.constant(80), HostPort: fc.oneof(fc.integer({ min: 65536, max: 1e9 }), fc.integer({ max: -1 }), fc.constant(80.5), fc.constant('8080')) }),
-  fc.integer({ min: 2, max: 65535 }).chain((hi) => fc.record({ Proto: fc.constant(17), Port: fc.constant(53), HostPort: fc.constant(hi), HostPortEnd: fc.integer({ min: 1, max: hi - 1 }) })),
-  fc.record({ Proto: fc.oneof(fc.integer({ min: 200, max: 300 }), fc.constantFrom('icmp', 'tcp;', '', 'TCP ', null)), Port: fc.constant(80), HostPort: fc.constant(8080) }),
-  fc.record({ Proto: fc.constant(6), Port: fc.constant(80), HostPort: fc.constant(8080), HostIP: fc.oneof(nastyString(fc.constant('198.18.0.1')), fc.constantFrom('::ffff:198.18.0.1', '198.18.0.1/32', '1.2.3', 'localhost', '198.18.0.1 -j ACCEPT')) }),
-);
+// The generators live in test/helpers/hostile.ts (the scale fuzzer in scripts/fuzz uses them too).
+export { NASTY_CHARS, nastyString, badId, badIfName, badCidr4, badPortBinding } from '../helpers/hostile.js';

@@ -5,8 +5,9 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import fc from 'fast-check';
 import {
-  assertRefused, BODY_LIMIT, badCidr4, badId, badIfName, badPortBinding, fuzzRig, nastyString, post, type FuzzRig,
+  assertRefused, BODY_LIMIT, badCidr4, badId, badPortBinding, fuzzRig, nastyString, post, type FuzzRig,
 } from './fuzz-kit.js';
+import { badGenericOption } from '../helpers/hostile.js';
 
 // Deterministic in CI (set BB_FUZZ_SEED to explore other inputs): some checks below assert that
 // enough generated inputs passed validation, and a random seed made those fail now and then.
@@ -38,6 +39,9 @@ before(async () => {
   assert.equal(n.status, 200, n.text);
   const e = await post(rig.app, '/NetworkDriver.CreateEndpoint', JSON.stringify({ NetworkID: NET, EndpointID: EP, Interface: { Address: '198.18.20.2/24' }, Options: {} }));
   assert.equal(e.status, 200, e.text);
+  // As dockerd does next: a call about the endpoint shows it has the create's answer (so an
+  // argument-less create below is not taken for dockerd's retry of it; src/api/retry-memo.ts).
+  assert.equal((await post(rig.app, '/NetworkDriver.EndpointOperInfo', JSON.stringify({ NetworkID: NET, EndpointID: EP }))).status, 200);
   baseline = rig.snapshot();
 });
 after(async () => {
@@ -155,17 +159,7 @@ test('malicious ids on every route that takes ids', async () => {
 });
 
 test('CreateNetwork: malicious bridge names, CIDRs, gateways, MTUs and options', async () => {
-  const generic = fc.oneof(
-    badIfName.map((v) => ({ 'com.docker.network.bridge.name': v })),
-    fc.oneof(fc.integer({ max: -1 }), fc.integer({ min: 65536 }), fc.constantFrom('1500 ', '15OO', '1e3', '0x5dc', '', '67', '9999999999'), nastyString(fc.constant('1500'))).map((v) => ({ 'com.docker.network.driver.mtu': v })),
-    nastyString(fc.constant('true')).map((v) => ({ 'com.docker.network.bridge.enable_icc': v })),
-    fc.constantFrom('yes', 'on', 'TRUE ', 'tRue', '2').map((v) => ({ 'com.docker.network.bridge.enable_ip_masquerade': v })),
-    nastyString(fc.constant('eth')).map((v) => ({ 'com.docker.network.container_iface_prefix': v })),
-    nastyString(fc.constant('198.18.0.1')).map((v) => ({ 'com.docker.network.bridge.host_binding_ipv4': v })),
-    nastyString(fc.constant('nat')).map((v) => ({ 'com.docker.network.bridge.gateway_mode_ipv4': v })),
-    fc.tuple(nastyString(fc.constant('com.docker.network.x')), fc.string()).map(([k, v]) => ({ [k]: v })),
-    fc.constantFrom({ 'com.docker.network.bridge.default_bridge': 'true' }, { 'com.docker.network.unknown_option': '1' }),
-  );
+  const generic = badGenericOption;
   await fc.assert(
     fc.asyncProperty(
       fc.oneof(

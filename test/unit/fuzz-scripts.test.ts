@@ -8,17 +8,17 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
-import type { IpOp } from '../../src/batching/ops.js';
-import { planNetworkAdd, planNetworkRemove } from '../../src/batching/plan-firewall.js';
-import { planIpBatch } from '../../src/batching/plan-ip.js';
-import { planEndpointPortsAdd, planEndpointPortsRemove } from '../../src/batching/plan-ports.js';
-import { resolveEndpointAddresses } from '../../src/domain/endpoint-spec.js';
+import { resolveEndpointAddresses } from '../../src/api/endpoint-request.js';
+import { parseNetworkSpec } from '../../src/api/network-options.js';
+import { parsePortOptions } from '../../src/api/port-options.js';
 import { parseNetworkId, randomVethName } from '../../src/domain/names.js';
-import { parseNetworkSpec, type NetworkSpec } from '../../src/domain/network-spec.js';
-import { toFwNetwork } from '../../src/scheduler/driver.js';
-import { bridgeAddrs } from '../../src/scheduler/network-setup.js';
-import { parsePortOptions } from '../../src/scheduler/ports.js';
-import type { PortMapping } from '../../src/state/records.js';
+import { bridgeAddrs } from '../../src/domain/network-setup.js';
+import type { NetworkSpec } from '../../src/domain/network-spec.js';
+import type { PortMapping } from '../../src/domain/publishing.js';
+import { toFwNetwork } from '../../src/engine/firewall-state.js';
+import { planEndpointPortsAdd, planEndpointPortsRemove, planNetworkAdd, planNetworkRemove } from '../../src/firewall/iptables/plan.js';
+import type { IpOp } from '../../src/ip/ops.js';
+import { planIpBatch } from '../../src/ip/plan.js';
 import { checkFirewallChange, checkIpScript, expectedIpLines, fuzzRig, NASTY_CHARS, post } from './fuzz-kit.js';
 
 // Deterministic in CI (set BB_FUZZ_SEED to explore other inputs): some checks below assert that
@@ -157,11 +157,11 @@ test('endpoint requests → veth and DNAT lines: exact line counts, strict gramm
             containerPort: r.containerPort,
           };
         });
-        const add = planEndpointPortsAdd('ep-1', spec, mappings);
+        const add = planEndpointPortsAdd('ep-1', mappings);
         // One DNAT rule per binding, plus Docker's CHECKSUM rule for sctp ones.
         assert.equal(add.v4.length + add.v6.length, mappings.length + mappings.filter((m) => m.proto === 'sctp').length);
         checkFirewallChange(add);
-        checkFirewallChange(planEndpointPortsRemove('ep-1', spec, mappings));
+        checkFirewallChange(planEndpointPortsRemove('ep-1', mappings));
       },
     ),
     { numRuns: RUNS * 4 },

@@ -1,5 +1,5 @@
 // The network both firewall golden-test files plan for; each overrides what it needs.
-import type { FwNetwork } from '../../src/batching/plan-firewall.js';
+import type { FwNetwork } from '../../src/firewall/types.js';
 
 export function fwNetwork(over: Partial<FwNetwork> = {}): FwNetwork {
   return {

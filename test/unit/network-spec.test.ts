@@ -3,7 +3,8 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { parseCidr } from '../../src/domain/addr.js';
 import { parseNetworkId, type IfName } from '../../src/domain/names.js';
-import { conflictReason, OPT, parseGoBool, parseNetworkSpec, type ConflictCandidate, type NetworkSpec } from '../../src/domain/network-spec.js';
+import { OPT, parseGoBool, parseNetworkSpec } from '../../src/api/network-options.js';
+import { conflictReason, type ConflictCandidate, type NetworkSpec } from '../../src/domain/network-spec.js';
 import { BbError, InvalidAddressError, InvalidOptionError, InvalidRequestError, NotSupportedError } from '../../src/errors.js';
 
 const ID = parseNetworkId('0123456789abcdef0123');

@@ -1,18 +1,13 @@
 // Golden strings for the iptables planners: per-network rules, restore payloads, hooks, DNAT.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import type { RuleLine } from '../../src/batching/ops.js';
-import {
-  baseChains,
-  networkRuleSpecs,
-  planHooks,
-  planNetworkAdd,
-  planNetworkRemove,
-  readHookState,
-  renderRestorePayload,
-  type FwNetwork,
-} from '../../src/batching/plan-firewall.js';
-import { dnatRuleSpec, planEndpointPortsAdd, planEndpointPortsRemove } from '../../src/batching/plan-ports.js';
+import type { FwNetwork, RuleLine } from '../../src/firewall/types.js';
+import { planHooks, readHookState } from '../../src/firewall/iptables/hooks.js';
+import { baseChains } from '../../src/firewall/iptables/layout.js';
+import { renderRestorePayload } from '../../src/firewall/iptables/lines.js';
+import { planEndpointPortsAdd, planEndpointPortsRemove, planNetworkAdd, planNetworkRemove } from '../../src/firewall/iptables/plan.js';
+import { dnatRuleSpec } from '../../src/firewall/iptables/ports.js';
+import { networkRuleSpecs } from '../../src/firewall/iptables/rules.js';
 import type { PortMapping } from '../../src/state/records.js';
 import { fwNetwork } from './fw-fixture.js';
 
@@ -342,17 +337,17 @@ describe('DNAT rules for published ports', () => {
 
   test('add/remove split by family in the nat table', () => {
     const maps = [m({}), m({ family: 6, hostIp: '::', containerIp: 'fd00:20::2' })];
-    const add = planEndpointPortsAdd('eeeeffff00001111', { id: 'n', bridge: 'br' }, maps);
+    const add = planEndpointPortsAdd('eeeeffff00001111', maps);
     assert.equal(add.tolerant, false);
     assert.deepEqual(add.v4, [{ table: 'nat', line: `-A ${dnatRuleSpec('eeeeffff00001111', maps[0] as PortMapping)}` }]);
     assert.deepEqual(add.v6, [{ table: 'nat', line: `-A ${dnatRuleSpec('eeeeffff00001111', maps[1] as PortMapping)}` }]);
-    const rm = planEndpointPortsRemove('eeeeffff00001111', { id: 'n', bridge: 'br' }, maps);
+    const rm = planEndpointPortsRemove('eeeeffff00001111', maps);
     assert.equal(rm.tolerant, true);
     assert.equal(rm.v4[0]?.line, `-D ${dnatRuleSpec('eeeeffff00001111', maps[0] as PortMapping)}`);
   });
 
   test('sctp also gets the CHECKSUM fill rule in mangle', () => {
-    const add = planEndpointPortsAdd('eeeeffff00001111', { id: 'n', bridge: 'br' }, [m({ proto: 'sctp' })]);
+    const add = planEndpointPortsAdd('eeeeffff00001111', [m({ proto: 'sctp' })]);
     assert.deepEqual(add.v4, [
       { table: 'nat', line: '-A BB-DNAT-SCTP -p sctp -m sctp --dport 8080 -m comment --comment bb:ep=eeeeffff0000 -j DNAT --to-destination 198.18.20.2:80' },
       { table: 'mangle', line: '-A BB-MANGLE -p sctp -m sctp --sport 80 -m comment --comment bb:ep=eeeeffff0000 -j CHECKSUM --checksum-fill' },

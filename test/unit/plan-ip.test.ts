@@ -2,8 +2,9 @@
 // ip prints it.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import type { IpOp } from '../../src/batching/ops.js';
-import { attributeIpFailures, classifyIpError, parseIpErrors, planIpBatch, type IpWork } from '../../src/batching/plan-ip.js';
+import { classifyIpError, parseIpErrors } from '../../src/ip/errors.js';
+import type { IpOp } from '../../src/ip/ops.js';
+import { attributeIpFailures, planIpBatch, type IpWork } from '../../src/ip/plan.js';
 
 const G = 0x62620005; // a link group as the batcher hands them out
 const g = String(G);

@@ -1,6 +1,6 @@
 // The managed plugin's pieces without Docker: the config it declares, ldd and lockfile parsing,
-// the CLI's socket lookup (NAME:TAG, <socket-dir>/<id>/<name>.sock), the firewall teardown plan,
-// and package-plugin's refusals (which must change nothing).
+// the CLI's socket lookup (NAME:TAG, <socket-dir>/<id>/<name>.sock), and package-plugin's
+// refusals (which must change nothing).
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -8,11 +8,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
-import { baseChains, renderRestorePayload } from '../../src/batching/plan-firewall.js';
-import { parseLdd, productionPackages } from '../../src/packaging/inputs.js';
-import { pluginConfig, PLUGIN_PATHS } from '../../src/packaging/plugin-config.js';
-import { resolvePluginSocket, socketBaseName } from '../../src/plugin-socket.js';
-import { planTeardown } from '../../src/scheduler/firewall-teardown.js';
+import { parseLdd, productionPackages } from '../../src/cli/plugin-inputs.js';
+import { pluginConfig, PLUGIN_PATHS } from '../../src/cli/plugin-config.js';
+import { resolvePluginSocket, socketBaseName } from '../../src/cli/socket-lookup.js';
 
 const BIN = fileURLToPath(new URL('../../../bin/batchbridge.js', import.meta.url));
 
@@ -22,6 +20,7 @@ test('config.json: network driver on host networking, CAP_NET_ADMIN only, node r
   assert.deepEqual(c.network, { type: 'host' });
   assert.deepEqual(c.linux.capabilities, ['CAP_NET_ADMIN']);
   assert.equal(c.entrypoint[0], '/usr/bin/node', 'no shell between dockerd and node');
+  assert.equal(c.entrypoint[1], '/opt/batchbridge/dist/src/cli/plugin-entry.js');
   const flag = (f: string): string | undefined => c.entrypoint[c.entrypoint.indexOf(f) + 1];
   assert.equal(flag('--name'), 'bbx');
   assert.equal(flag('--state-dir'), PLUGIN_PATHS.state);
@@ -91,43 +90,6 @@ test('socket lookup: NAME:TAG, a direct socket first, then <socket-dir>/<plugin 
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
-});
-
-/** iptables-save text of our skeleton as syncFirewall installs it, plus `extra` lines per table. */
-function skeletonSave(extra: Record<string, string[]> = {}): string {
-  const { text } = renderRestorePayload([{ owner: 0, lines: baseChains() }]);
-  const hooks: Record<string, string[]> = {
-    filter: ['-A FORWARD -j DOCKER-USER', '-A FORWARD -j BB-FORWARD'],
-    nat: ['-A PREROUTING -m addrtype --dst-type LOCAL -j BB-DNAT', '-A OUTPUT -m addrtype --dst-type LOCAL -j BB-DNAT', '-A POSTROUTING -j BB-POSTROUTING', '-A POSTROUTING -j BB-POSTROUTING'],
-    mangle: ['-A POSTROUTING -j BB-MANGLE'],
-  };
-  const out: string[] = [];
-  let table = '';
-  for (const l of text.split('\n')) {
-    if (l.startsWith('*')) table = l.slice(1);
-    if (l === 'COMMIT') out.push(...(hooks[table] ?? []), ...(extra[table] ?? []));
-    out.push(l);
-  }
-  return out.join('\n');
-}
-
-test('planTeardown: every hook (duplicates too) and every chain of ours, nothing else', () => {
-  const plan = planTeardown(skeletonSave());
-  assert.notEqual(plan, 'in-use');
-  const lines = (plan as Array<{ table: string; line: string }>).map((l) => `${l.table} ${l.line}`);
-  assert.equal(lines.filter((l) => l === 'nat -D POSTROUTING -j BB-POSTROUTING').length, 2, 'a duplicated hook goes twice');
-  assert.ok(lines.includes('filter -D FORWARD -j BB-FORWARD'));
-  assert.ok(!lines.some((l) => l.includes('DOCKER-USER')), 'never touches what is not ours');
-  assert.equal(lines.filter((l) => / -X BB-DNAT-\d+$/.test(l)).length, 128);
-  const declared = lines.filter((l) => / :BB-/.test(l)).length;
-  assert.equal(declared, lines.filter((l) => / -X BB-/.test(l)).length, 'each chain flushed (declared) then deleted');
-  assert.equal(declared, baseChains().filter((l) => l.line.startsWith(':')).length);
-  assert.deepEqual(planTeardown('*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\nCOMMIT\n'), [], 'nothing of ours: nothing to do');
-});
-
-test('planTeardown: a tagged rule left in our chains (another instance) keeps everything', () => {
-  const save = skeletonSave({ nat: ['-A BB-POSTROUTING -s 198.18.5.0/24 ! -o bb-x -m comment --comment "bb:net=aaaaaaaaaaaa" -j MASQUERADE'] });
-  assert.equal(planTeardown(save), 'in-use');
 });
 
 test('package-plugin refuses bad usage and a non-empty --out, and changes nothing', () => {

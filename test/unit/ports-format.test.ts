@@ -1,7 +1,7 @@
 // `batchbridge ports` output: one binding per line, IPv6 host addresses in brackets.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { formatBinding } from '../../src/cli-ports.js';
+import { formatBinding } from '../../src/cli/ports.js';
 
 test('binding lines', () => {
   const b = (m: Record<string, unknown>) => formatBinding({ networkId: 'n', endpointId: 'e', mapping: { proto: 'tcp', family: 4, hostIp: '0.0.0.0', hostPort: 18080, containerIp: '198.18.20.2', containerPort: 80, ...m } as never });

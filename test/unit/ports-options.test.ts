@@ -1,7 +1,7 @@
 // parsePortOptions: com.docker.network.portmap / exposedports → validated bindings.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { parsePortOptions } from '../../src/scheduler/ports.js';
+import { parsePortOptions } from '../../src/api/port-options.js';
 
 const PM = 'com.docker.network.portmap';
 const EX = 'com.docker.network.endpoint.exposedports';

@@ -2,8 +2,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { parseNetworkId } from '../../src/domain/names.js';
-import { parseNetworkSpec } from '../../src/domain/network-spec.js';
-import { planReconcile, type KernelLink, type ReconcileInput } from '../../src/scheduler/reconcile.js';
+import { parseNetworkSpec } from '../../src/api/network-options.js';
+import { ABANDONED_AFTER_MS, planReconcile, type KernelLink, type ReconcileInput } from '../../src/engine/reconcile/plan.js';
 import type { EndpointRecord, Intent, NetworkRecord } from '../../src/state/records.js';
 
 const spec = parseNetworkSpec({ NetworkID: parseNetworkId('net0000000001'), Options: {}, IPv4Data: [{ Pool: '198.18.20.0/24' }], IPv6Data: [] });
@@ -140,4 +140,24 @@ test('a dry run words its findings as what would be done', () => {
   assert.ok(p.findings.length >= 2);
   for (const f of p.findings) assert.match(f.detail, /would/, f.detail);
   assert.ok(!p.findings.some((f) => /: removed|unbooked$/.test(f.detail)));
+});
+
+test('an endpoint parked and unjoined for ABANDONED_AFTER_MS is removed; joined or running ones never', () => {
+  const now = 50_000_000;
+  const parkedHost = 'veth0000001';
+  const links = [healthyBridge, link(parkedHost, 'veth', BR), link('veth000000ff', 'veth', null, [], true, 0), link('veth0000002', 'veth', BR), link('veth000000ff2', 'veth', null, [], true, 0)];
+  const eps = [epRec('e1', parkedHost), { ...epRec('e2', 'veth0000002'), peer: 'veth000000ff2' }];
+  const at = (since: number, joined: string[] = []) =>
+    planReconcile({ networks: [net], endpoints: eps, intents: [], ownerGroup: MARK, kernel: { links: new Map(links.map((l) => [l.name, l])) }, joined: new Set(joined), parkedSince: new Map([['e1', since], ['e2', since]]), now });
+  const fresh = at(now - 60_000);
+  assert.deepEqual(fresh.findings, []);
+  assert.deepEqual(fresh.parked.sort(), ['e1', 'e2']);
+  const old = at(now - ABANDONED_AFTER_MS, ['e2']);
+  assert.deepEqual(old.deleteEndpoints, ['e1']);
+  assert.ok(old.findings.some((f) => f.kind === 'endpoint-abandoned' && f.subject === 'e1'));
+  assert.ok(old.ipLines.includes(`link set dev ${parkedHost} group ${0x62621000}`));
+  assert.deepEqual(old.parked, [], 'joined: not parked');
+  // Its container end in a container (not in our namespace): never parked.
+  const inContainer = planReconcile({ networks: [net], endpoints: [epRec('e3', 'veth0000003')], intents: [], ownerGroup: MARK, kernel: { links: new Map([[BR, healthyBridge], ['veth0000003', link('veth0000003', 'veth', BR)]]) }, joined: new Set(), parkedSince: new Map([['e3', 0]]), now });
+  assert.deepEqual([inContainer.parked, inContainer.deleteEndpoints], [[], []]);
 });

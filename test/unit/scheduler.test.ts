@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { setImmediate as tick } from 'node:timers/promises';
 import { Batcher, type BatchEntry, type BatchHooks, type BatchRunner } from '../../src/batching/batcher.js';
-import type { BatchResponse, OpResult, OpWork } from '../../src/batching/ops.js';
+import type { BatchResponse, OpResult, OpWork } from '../../src/batching/work.js';
 import type { IntentItem } from '../../src/state/records.js';
 import type { BookChanges } from '../../src/state/store.js';
 import { FifoGate } from '../../src/scheduler/gate.js';

@@ -1,5 +1,5 @@
 // Security properties that need no kernel: no shell and no process spawning outside
-// src/workers/spawn.ts, and the books' files readable by root only.
+// src/tools/spawn.ts, and the books' files readable by root only.
 import assert from 'node:assert/strict';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -22,7 +22,7 @@ function code(text: string): string {
   return text.replace(/\/\*[\s\S]*?\*\//g, '').replace(/(^|[^:'"`])\/\/.*$/gm, '$1');
 }
 
-test('no shell, and process spawning only in src/workers/spawn.ts', () => {
+test('no shell, and process spawning only in src/tools/spawn.ts', () => {
   const files = sources(SRC);
   assert.ok(files.length > 20, `found only ${files.length} source files under ${SRC}`);
   const offenders: string[] = [];
@@ -30,7 +30,7 @@ test('no shell, and process spawning only in src/workers/spawn.ts', () => {
     const rel = relative(SRC, f);
     const text = code(readFileSync(f, 'utf8'));
     if (/shell\s*:(?!\s*false\b)/.test(text)) offenders.push(`${rel}: a shell option other than false`);
-    if (rel === join('workers', 'spawn.ts')) {
+    if (rel === join('tools', 'spawn.ts')) {
       assert.match(text, /shell:\s*false/, 'spawn.ts passes shell: false explicitly');
       continue;
     }

@@ -1,0 +1,62 @@
+// The kernel work of one accepted operation, and of a batch of them, as plain data: it crosses
+// into a worker thread by structured clone, so no classes and no functions here.
+import type { SysctlWrite } from '../domain/network-setup.js';
+import type { FirewallChange } from '../firewall/types.js';
+import type { IpOp } from '../ip/ops.js';
+
+export interface ConntrackFlush {
+  readonly family: 4 | 6;
+  readonly address: string;
+}
+
+/** Everything one operation asks of the kernel, in the order the stages run. */
+export interface OpWork {
+  readonly opId: number;
+  /** firewall removals run before ip work (so no rule points at a vanishing veth) */
+  readonly fwBefore?: FirewallChange;
+  readonly ip?: readonly IpOp[];
+  readonly sysctls?: readonly SysctlWrite[];
+  /** additions run after ip work */
+  readonly fwAfter?: FirewallChange;
+  readonly conntrack?: readonly ConntrackFlush[];
+}
+
+/**
+ * Operations that only change the firewall, in one direction (publishing adds, revoking
+ * removes): they depend on no ip work, so they need not wait for any.
+ */
+export function isFirewallOnly(o: Omit<OpWork, 'opId'>): boolean {
+  return (o.ip?.length ?? 0) === 0 && (o.sysctls?.length ?? 0) === 0 && (o.fwBefore === undefined) !== (o.fwAfter === undefined);
+}
+
+export interface OpResult {
+  readonly opId: number;
+  readonly ok: boolean;
+  readonly message?: string;
+}
+
+export interface BatchRequest {
+  readonly batchId: number;
+  readonly ops: readonly OpWork[];
+  /** link group for this batch's veth deletions, unique among concurrent batches */
+  readonly linkGroup: number;
+  /**
+   * Bumped whenever a bridge may have been deleted or made again under the same name: a thread
+   * whose ip sessions predate it ends them first (ip caches ifindex by name; ip/session.ts).
+   */
+  readonly bridgeEpoch?: number;
+}
+
+export interface BatchTimings {
+  readonly ipMs: number;
+  readonly fwMs: number;
+  readonly totalMs: number;
+  readonly ipSpawns: number;
+  readonly fwSpawns: number;
+}
+
+export interface BatchResponse {
+  readonly batchId: number;
+  readonly results: readonly OpResult[];
+  readonly timings: BatchTimings;
+}
