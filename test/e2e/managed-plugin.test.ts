@@ -1,8 +1,9 @@
 // End-to-end: batchbridge as a Docker managed plugin. `batchbridge package-plugin` builds the
 // folder once; a private dockerd (20.10) in a throwaway namespace installs it with `docker plugin
 // create` + `enable`, with its books in a temp dir. Real containers, real traffic, an external
-// peer namespace; then the plugin is disabled and enabled under running containers, and finally
-// disabled and removed, which must leave no veth, bridge or rule of ours.
+// peer namespace; then the plugin is disabled and enabled under running containers, dockerd is
+// restarted with a --restart=always container, and finally the plugin is disabled and removed,
+// which must leave no veth, bridge or rule of ours.
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -12,12 +13,14 @@ import { buildBusyboxImage, startDockerd, type Dockerd } from '../helpers/docker
 import { buildPluginFolder, installManagedPlugin, ourFirewallLines } from '../helpers/managed-plugin.js';
 import { createExternalPeer, createNetns, ipLinks, type Netns } from '../helpers/netns.js';
 import { PLUGIN_BIN, randomPluginName } from '../helpers/plugin.js';
-import { eventually, run } from '../helpers/proc.js';
+import { eventually, run, signalPid, sleep } from '../helpers/proc.js';
 import { vethLinks } from '../helpers/stack.js';
 
 const HOST = '198.19.255.1';
 const PEER = '198.19.255.2';
 const HTTPD = ['httpd', '-f', '-p', '80', '-h', '/www'];
+// PID 1 in these containers ignores SIGTERM: without this, dockerd's restart waits 10 s for each.
+const RUN = ['run', '-d', '--stop-timeout', '1'];
 
 function curl(ns: Netns, url: string): Promise<{ code: number; stdout: string }> {
   return ns.exec(['curl', '-s', '-g', '--max-time', '3', url], { timeoutMs: 15_000 });
@@ -37,12 +40,12 @@ function pluginLog(d: Dockerd, id: string): string {
   return d.logTail(2000).split('\n').filter((l) => l.includes(`plugin=${id}`)).slice(-30).join('\n');
 }
 
-test('managed plugin: create, enable, traffic, disable/enable under load, disable + rm leaves nothing', { timeout: 240_000 }, async (t) => {
+test('managed plugin: create, enable, traffic, disable/enable under load, dockerd restart, disable + rm leaves nothing', { timeout: 240_000 }, async (t) => {
   const scope = testScope(t);
   const name = randomPluginName();
   const ns = scope.add(await createNetns());
-  const [folder, d] = await Promise.all([buildPluginFolder(scope, name), startDockerd(ns)]);
-  scope.add(d);
+  const [folder, first] = await Promise.all([buildPluginFolder(scope, name), startDockerd(ns)]);
+  let d = scope.add(first);
   await buildBusyboxImage(d);
   const peer = scope.add(await createExternalPeer(ns));
   t.diagnostic(`package-plugin ${folder.ms} ms`);
@@ -76,8 +79,8 @@ test('managed plugin: create, enable, traffic, disable/enable under load, disabl
   await t.test('a network with options; containers reach each other by name; a published port answers the peer', async () => {
     await d.dockerOk(['network', 'create', '-d', drv, '--subnet', '198.18.60.0/24', '-o', 'com.docker.network.driver.mtu=1400',
       '-o', 'com.docker.network.bridge.name=bbmp0', 'n1']);
-    await d.dockerOk(['run', '-d', '--name', 'web', '--network', 'n1', '-p', '18090:80', 'bb:latest', ...HTTPD]);
-    await d.dockerOk(['run', '-d', '--name', 'c1', '--network', 'n1', 'bb:latest', 'sleep', '600']);
+    await d.dockerOk([...RUN, '--name', 'web', '--network', 'n1', '-p', '18090:80', 'bb:latest', ...HTTPD]);
+    await d.dockerOk([...RUN, '--name', 'c1', '--network', 'n1', 'bb:latest', 'sleep', '600']);
     assert.match(await ip(d, 'web', 'n1'), /^198\.18\.60\.\d+$/);
     await pings(d, 'c1', 'web');
     assert.match(await d.dockerOk(['exec', 'c1', 'ip', 'link', 'show', 'eth0']), /mtu 1400\b/);
@@ -120,7 +123,7 @@ test('managed plugin: create, enable, traffic, disable/enable under load, disabl
     const f = await flow;
     assert.match(f.stdout, / 0% packet loss/, `pings across disable/enable: ${f.stdout}`);
 
-    await d.dockerOk(['run', '-d', '--name', 'c2', '--network', 'n1', 'bb:latest', 'sleep', '600']);
+    await d.dockerOk([...RUN, '--name', 'c2', '--network', 'n1', 'bb:latest', 'sleep', '600']);
     await pings(d, 'c2', 'web');
     await pings(d, 'c2', PEER);
     assert.equal((await vethLinks(ns, [peer.hostIf])).length, 3, 'web, c1, c2');
@@ -132,6 +135,26 @@ test('managed plugin: create, enable, traffic, disable/enable under load, disabl
     assert.deepEqual(failed, [], 'dockerd logged no failed plugin call while removing c1');
     assert.ok(!(await ns.execOk(['iptables-save'])).includes(c1Ip), 'no rule mentions c1');
     assert.match((await curl(peer.peer, `http://${HOST}:18090/`)).stdout, /hello/, 'published port after enable');
+  });
+
+  await t.test('dockerd restarted with a --restart=always container: it comes back with working networking', async () => {
+    await d.dockerOk([...RUN, '--name', 'keep', '--restart=always', '--network', 'n1', '-p', '18091:80', 'bb:latest', ...HTTPD]);
+    await eventually(async () => assert.match((await curl(peer.peer, `http://${HOST}:18091/`)).stdout, /hello/));
+    // A clean restart, as `systemctl restart docker` does it: SIGTERM, then the same dirs.
+    const t0 = Date.now();
+    signalPid(d.pid, 'SIGTERM');
+    for (let i = 0; i < 300 && !d.exited; i++) await sleep(100);
+    assert.ok(d.exited, 'dockerd stopped within 30 s');
+    d = scope.add(await startDockerd(ns, { restartOf: d }));
+    assert.equal((await d.dockerOk(['plugin', 'inspect', '-f', '{{.Enabled}}', drv])).trim(), 'true');
+    await eventually(async () => assert.equal((await d.dockerOk(['inspect', '-f', '{{.State.Running}}', 'keep'])).trim(), 'true'), { timeoutMs: 30_000 });
+    await eventually(async () => assert.match((await curl(peer.peer, `http://${HOST}:18091/`)).stdout, /hello/), { timeoutMs: 20_000 });
+    t.diagnostic(`dockerd restart until keep answers again: ${Date.now() - t0} ms`);
+    await pings(d, 'keep', PEER);
+    await d.dockerOk([...RUN, '--name', 'c3', '--network', 'n1', 'bb:latest', 'sleep', '600']);
+    await pings(d, 'c3', 'keep');
+    const ports = await run([process.execPath, PLUGIN_BIN, 'ports', '--name', drv]);
+    assert.equal(ports.stdout.trim(), `tcp 0.0.0.0:18091 -> ${await ip(d, 'keep', 'n1')}:80`, `${ports.stdout}${ports.stderr}\n${explain()}`);
   });
 
   await t.test('disable + rm after the networks are gone leaves no veth, bridge or rule of ours', async () => {
