@@ -98,6 +98,13 @@ test('swarm: a service over two nodes, node-local networking from each node\'s m
   });
   const drv = `${name}:latest`;
 
+  // On failure, leave the swarm before the dockerds stop, so that their clean-up can remove the
+  // containers and networks (a swarm network in use by a service cannot be removed).
+  scope.defer('leave the swarm', async () => {
+    await n1.d.docker(['service', 'rm', 'svc']);
+    for (const n of [n2, n1]) await n.d.docker(['swarm', 'leave', '--force']);
+  });
+
   await t.test('swarm init / join over the link', async () => {
     await n1.d.dockerOk(['swarm', 'init', '--advertise-addr', n1.linkAddr, '--listen-addr', `${n1.linkAddr}:2377`]);
     const token = (await n1.d.dockerOk(['swarm', 'join-token', '-q', 'worker'])).trim();
@@ -113,7 +120,7 @@ test('swarm: a service over two nodes, node-local networking from each node\'s m
     await Promise.all(nodes.map((n) => n.d.dockerOk(['network', 'create', '--config-only', '--subnet', n.subnet, 'bbcfg'])));
     await n1.d.dockerOk(['network', 'create', '-d', drv, '--scope', 'swarm', '--config-from', 'bbcfg', 'swarmnet']);
     await n1.d.dockerOk(['service', 'create', '--detach', '--name', 'svc', '--replicas', '6', '--network', 'swarmnet',
-      '--no-resolve-image', '--endpoint-mode', 'dnsrr', 'bb:latest', 'sleep', '600']);
+      '--no-resolve-image', '--endpoint-mode', 'dnsrr', '--stop-grace-period', '1s', 'bb:latest', 'sleep', '600']);
     await eventually(async () => {
       const counts = await Promise.all(nodes.map(async (n) => (await tasks(n, 'svc')).filter((x) => x.ip !== '').length));
       assert.equal(counts[0]! + counts[1]!, 6, `running tasks per node: ${counts.join(', ')}`);
