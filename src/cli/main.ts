@@ -92,8 +92,9 @@ and it refuses when anything else holds them or serves the namespace):
   --json                 print the report as JSON
   It re-creates missing bridges and addresses of booked networks, re-enslaves detached veths,
   finishes or undoes work a crash interrupted, unbooks endpoints whose veth vanished, removes
-  orphan veths and bb-* bridges, and rewrites batchbridge's firewall chains when they drifted.
-  Exit status 1 when a fix failed.
+  veths and bridges that carry this plugin's ownership mark (a link group per set of books) but
+  that the books do not explain (never anything because of its name), and rewrites
+  batchbridge's firewall chains when they drifted. Exit status 1 when a fix failed.
 
 Environment (read once at start; for unusual installs, fault injection and measurements):
 ${environmentHelp()}

@@ -92,7 +92,8 @@ export async function runReconcile(args: string[], tools: ToolPaths = DEFAULT_TO
     report = asked.report;
     where = `running plugin at ${socketPath}`;
   } else {
-    // Opening a state dir without books would make every bb-* bridge look like an orphan.
+    // A state dir without books is most likely a wrong --state-dir: opening it would start new
+    // books, with an ownership mark of their own, and find nothing of ours to fix.
     if (!existsSync(join(stateDir, 'batchbridge.db'))) {
       process.stderr.write(`batchbridge: no books at ${stateDir} (batchbridge.db missing) and no plugin listening at ${socketPath}\n`);
       return 1;
