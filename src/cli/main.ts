@@ -11,6 +11,7 @@ import { printPorts } from './ports.js';
 import { runReconcile } from './reconcile.js';
 import { DEFAULT_ENGINE_OPTIONS } from '../engine/core.js';
 import { installService } from './install-service.js';
+import { packagePlugin } from './package-plugin.js';
 import { watchNpmParent } from './parent-watch.js';
 import { cniInstall } from '../cni/cli-install.js';
 import { DEFAULT_HTTP_TIMEOUTS, type HttpTimeouts } from '../api/http-timeouts.js';
@@ -26,6 +27,8 @@ Usage:
                                    write a systemd unit running this plugin (see its --help)
   batchbridge cni-install [options]
                                    install the CNI plugin executable (and a conflist); --help
+  batchbridge package-plugin --out DIR [--name NAME]
+                                   build a Docker managed-plugin folder (see its --help)
   batchbridge --help               this text
 
 serve options:
@@ -47,6 +50,9 @@ serve options:
   --reconcile-interval-ms MS
                          how often to compare the kernel with the books and fix drift
                          (default: 60000; 0 = only at start and on demand)
+  --sysctl-dir DIR       where sysctls are written, DIR/net/... (default: /proc/sys); the managed
+                         plugin bind-mounts the host's /proc/sys/net under another DIR because
+                         its /proc/sys is read-only
   --firewall-check-ms MS how often the watchdog counts our firewall rules per chain and owner
                          against the books; a difference seen twice in a row is repaired by
                          rewriting our chains (default: 2000)
@@ -151,6 +157,7 @@ async function serve(args: string[]): Promise<number> {
       'log-level': { type: 'string' },
       'firewall-check-ms': { type: 'string' },
       'reconcile-interval-ms': { type: 'string' },
+      'sysctl-dir': { type: 'string' },
       'stale-endpoint-grace-ms': { type: 'string' },
       'headers-timeout-ms': { type: 'string' },
       'request-timeout-ms': { type: 'string' },
@@ -165,6 +172,8 @@ async function serve(args: string[]): Promise<number> {
   const level = values['log-level'] ?? 'info';
   if (!LEVELS.has(level)) throw new UsageError(`--log-level must be one of ${[...LEVELS].join(', ')}`);
   const log = createLogger(level as LevelWithSilent);
+  const sysctlDir = values['sysctl-dir'] ?? '/proc/sys';
+  if (!sysctlDir.startsWith('/')) throw new UsageError(`--sysctl-dir must be an absolute path, got ${JSON.stringify(sysctlDir)}`);
   const cfg = {
     name: checkName(values.name ?? 'batchbridge'),
     stateDir: values['state-dir'] ?? '/var/lib/batchbridge',
@@ -182,6 +191,7 @@ async function serve(args: string[]): Promise<number> {
     reconcileMs: intFlag(values['reconcile-interval-ms'], 'reconcile-interval-ms', 60_000, 0, 86_400_000),
     staleEndpointGraceMs: intFlag(values['stale-endpoint-grace-ms'], 'stale-endpoint-grace-ms', DEFAULT_ENGINE_OPTIONS.staleEndpointGraceMs, 0, 3_600_000),
     timeouts: timeoutFlags(values),
+    sysctlDir,
     ...readEnvironment(),
   };
   const server = await startServer(cfg, log);
@@ -219,6 +229,8 @@ export async function main(argv: string[]): Promise<number> {
         return await installService(rest);
       case 'cni-install':
         return await cniInstall(rest);
+      case 'package-plugin':
+        return await packagePlugin(rest);
       case undefined:
       case 'help':
       case '--help':
