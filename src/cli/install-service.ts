@@ -55,7 +55,7 @@ function runtimeProblem(s: UnitSettings): string | null {
     return `--node ${s.node} is not an executable file`;
   }
   if (!existsSync(s.bin)) return `--bin ${s.bin} does not exist`;
-  const cli = join(dirname(s.bin), '..', 'dist', 'src', 'cli.js');
+  const cli = join(dirname(s.bin), '..', 'dist', 'src', 'cli', 'main.js');
   if (!existsSync(cli)) return `${cli} is missing: build the checkout first (npm ci)`;
   return null;
 }
