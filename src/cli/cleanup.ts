@@ -80,14 +80,15 @@ function removeFile(path: string, dryRun: boolean, r: Report): void {
   }
 }
 
-async function cleanupHoldingClaim(stateDir: string, socketPath: string, tools: ToolPaths, dryRun: boolean, r: Report): Promise<void> {
+async function cleanupHoldingClaim(stateDir: string, socketPath: string, tools: ToolPaths, dryRun: boolean, r: Report, existed: boolean): Promise<void> {
   await removeKernelObjects(stateDir, tools, dryRun, r);
   // The books go only once nothing of ours is left that they would be needed to find again.
   if (r.failed.length > 0) {
     r.failed.push(`the books at ${stateDir} are kept (something of ours could not be removed; run cleanup again)`);
     return;
   }
-  for (const f of [BOOKS_FILE, ...BOOKS_SIDE_FILES, LOCK_FILE]) removeFile(join(stateDir, f), dryRun, r);
+  // The lock file of a state dir the claim just made is removed below, unreported.
+  for (const f of [BOOKS_FILE, ...BOOKS_SIDE_FILES, ...(existed ? [LOCK_FILE] : [])]) removeFile(join(stateDir, f), dryRun, r);
   // Nobody answers there (checked before the claim): a stale socket of a killed plugin.
   removeFile(socketPath, dryRun, r);
 }
@@ -141,7 +142,7 @@ export async function runCleanup(args: string[], tools: ToolPaths = DEFAULT_TOOL
   const claim = await claimBooks(o.stateDir);
   const r: Report = { dryRun: o.dryRun, removed: [], failed: [], notes: [] };
   try {
-    await cleanupHoldingClaim(o.stateDir, o.socketPath, tools, o.dryRun, r);
+    await cleanupHoldingClaim(o.stateDir, o.socketPath, tools, o.dryRun, r, existed);
   } finally {
     await claim.release();
   }
