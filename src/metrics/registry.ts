@@ -133,6 +133,9 @@ function watchdogCounters(reg: Registry, engine: Engine): void {
 export function createMetrics(engine: Engine, info: MetricsInfo): Metrics {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
+  // Gauges that prom-client names with _total, which Prometheus keeps for counters (promtool
+  // check metrics flags them); the per-type gauges beside them (nodejs_active_handles, …) stay.
+  for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) registry.removeSingleMetric(name);
   new Gauge({ name: 'batchbridge_build_info', help: 'Always 1; the labels say which batchbridge and Node.js run.', labelNames: ['version', 'node'], registers: [registry] }).set({ version: info.version, node: process.version }, 1);
   const { requests, durations } = requestMetrics(registry);
   const unsubscribe = batchMetrics(registry, engine);
