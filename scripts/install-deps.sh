@@ -29,3 +29,8 @@ if ! { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${m
   exit 1
 fi
 rm -f "$log"
+# Debian starts the prometheus service it just installed (on a host running systemd): the tests
+# run their own, in namespaces of their own, and want nothing listening on the host.
+if [[ " ${missing[*]} " == *" prometheus "* ]] && [ -d /run/systemd/system ]; then
+  systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+fi
