@@ -2,7 +2,7 @@
 // lives elsewhere; this file only decides the order of start and stop.
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
-import { buildApp } from './api/app.js';
+import { buildApp, DOCKER_CALLS } from './api/app.js';
 import type { HttpTimeouts } from './api/http-timeouts.js';
 import { DockerProtocol } from './api/protocol.js';
 import { DEFAULT_ENGINE_OPTIONS, type EngineOptions } from './engine/core.js';
@@ -10,7 +10,10 @@ import { Engine } from './engine/engine.js';
 import { removeFirewallIfUnused } from './engine/firewall-teardown.js';
 import { createFirewall } from './firewall/index.js';
 import { claimPlugin, type PluginClaim } from './instance/claim.js';
+import { version } from './config/version.js';
+import { startObservability, type Observability } from './metrics/observe.js';
 import type { PipelineTuning } from './scheduler/pipelines.js';
+import { BOOKS_SCHEMA } from './state/schema.js';
 import { SqliteStateStore } from './state/sqlite-store.js';
 import { toolEnv, type Switches } from './tools/env.js';
 import type { ToolPaths } from './tools/paths.js';
@@ -21,6 +24,12 @@ export interface ServeConfig {
   readonly name: string;
   readonly stateDir: string;
   readonly socketDir: string;
+  /** the CNI front end's unix socket (serve --cni-socket) */
+  readonly cniSocket?: string;
+  /** where to serve Prometheus metrics; null or absent: no metrics */
+  readonly metricsListen?: { readonly host: string; readonly port: number } | null;
+  /** effective settings by flag name, as `batchbridge status` shows them */
+  readonly settings?: Readonly<Record<string, string>>;
   readonly workers: number;
   readonly tuning: PipelineTuning;
   /** see Endpoints.deleteBehind (default false) */
@@ -56,6 +65,7 @@ interface Opened {
 /** The engine over its books, worker pool and firewall backend. */
 function openEngine(cfg: ServeConfig, log: Logger): Opened {
   const store = new SqliteStateStore(cfg.stateDir);
+  if (store.openedSchema !== null && store.openedSchema < BOOKS_SCHEMA) log.info({ from: store.openedSchema, to: BOOKS_SCHEMA, stateDir: cfg.stateDir }, 'books migrated to the current schema');
   const exec = new PiscinaExecutor({ tools: cfg.tools, switches: cfg.switches, firewall: 'iptables', directSpawn: cfg.directSpawn, ...(cfg.sysctlDir === undefined ? {} : { sysctlDir: cfg.sysctlDir }) }, cfg.workers);
   // The engine's own tool runs (probes, firewall reads, reconciliation) go through the pool too,
   // so the thread that answers requests never waits on a tool.
@@ -70,6 +80,11 @@ function openEngine(cfg: ServeConfig, log: Logger): Opened {
   return { engine, exec, store };
 }
 
+/** Metrics (with --metrics-listen), debug lines per batch, status. */
+function observe(cfg: ServeConfig, engine: Engine, log: Logger): Promise<Observability> {
+  return startObservability(engine, { version: version(), settings: cfg.settings ?? {}, metricsListen: cfg.metricsListen ?? null, calls: { docker: DOCKER_CALLS } }, log);
+}
+
 /** Reconciles every `ms` (0: never); returns the function that stops it. */
 function reconcileEvery(engine: Engine, ms: number, log: Logger): () => void {
   if (ms <= 0) return () => undefined;
@@ -78,7 +93,7 @@ function reconcileEvery(engine: Engine, ms: number, log: Logger): () => void {
     if (running) return;
     running = true;
     engine
-      .reconcile()
+      .reconcile({ trigger: 'timer' })
       .catch((err: unknown) => log.error({ err }, 'periodic reconcile failed'))
       .finally(() => {
         running = false;
@@ -109,13 +124,16 @@ async function startClaimed(cfg: ServeConfig, log: Logger, claim: PluginClaim): 
   await engine.syncFirewall();
   log.info({ networks: engine.books.networks.size, endpoints: engine.books.endpoints.size }, 'books loaded, firewall in place');
   // Before the socket listens: finish or undo what a crash interrupted, remove orphans.
-  const startReport = await engine.reconcile();
+  const startReport = await engine.reconcile({ trigger: 'start' });
   log.info({ findings: startReport.findings.length, ms: Math.round(startReport.ms) }, 'reconciled at start');
   const stopReconciling = reconcileEvery(engine, cfg.reconcileMs ?? 60_000, log);
   const watchdog = engine.watchdog(cfg.firewallCheckMs);
   watchdog.start();
 
+  const obs = await observe(cfg, engine, log);
   const app = await buildApp({
+    requests: obs.requests,
+    status: () => obs.status(),
     protocol: new DockerProtocol(engine),
     logger: log,
     maxQueue: cfg.maxQueue,
@@ -141,6 +159,7 @@ async function startClaimed(cfg: ServeConfig, log: Logger, claim: PluginClaim): 
     stopping ??= (async () => {
       watchdog.stop();
       stopReconciling();
+      await obs.close();
       // Stop accepting, let in-flight requests finish (they wait for their batches).
       const closed = app.close();
       await engine.drain();
