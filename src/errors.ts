@@ -44,6 +44,7 @@ export class ShuttingDownError extends defineError('BB_ERR_SHUTTING_DOWN', 'unav
 export class KernelError extends defineError('BB_ERR_KERNEL', 'kernel') {}
 export class StateDirUnsafeError extends defineError('BB_ERR_STATE_DIR_UNSAFE', 'setup') {}
 export class InstanceConflictError extends defineError('BB_ERR_INSTANCE_CONFLICT', 'setup') {}
+export class BooksVersionError extends defineError('BB_ERR_BOOKS_VERSION', 'setup') {}
 
 // CNI front end only (src/cni/cni-error.ts maps them to the spec's codes; docs/cni.md).
 export class CniVersionError extends defineError('BB_ERR_CNI_VERSION', 'bad-request') {}
@@ -95,4 +96,5 @@ export const ALL_ERRORS = {
   CniDelegateError,
   StateDirUnsafeError,
   InstanceConflictError,
+  BooksVersionError,
 } as const;

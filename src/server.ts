@@ -2,17 +2,22 @@
 // lives elsewhere; this file only decides the order of start and stop.
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
-import { buildApp } from './api/app.js';
+import { buildApp, DOCKER_CALLS } from './api/app.js';
 import type { HttpTimeouts } from './api/http-timeouts.js';
 import { DockerProtocol } from './api/protocol.js';
 import { createCniHandler } from './cni/adapter.js';
 import { checkCniSocketFree, startCniServer, type CniServer } from './cni/cni-server.js';
+import { CNI_COMMANDS } from './cni/version.js';
+import type { RequestMetrics } from './metrics/requests.js';
 import { DEFAULT_ENGINE_OPTIONS, type EngineOptions } from './engine/core.js';
 import { Engine } from './engine/engine.js';
 import { removeFirewallIfUnused } from './engine/firewall-teardown.js';
 import { createFirewall } from './firewall/index.js';
 import { claimPlugin, type PluginClaim } from './instance/claim.js';
+import { version } from './config/version.js';
+import { startObservability, type Observability } from './metrics/observe.js';
 import type { PipelineTuning } from './scheduler/pipelines.js';
+import { BOOKS_SCHEMA } from './state/schema.js';
 import { SqliteStateStore } from './state/sqlite-store.js';
 import { toolEnv, type Switches } from './tools/env.js';
 import type { ToolPaths } from './tools/paths.js';
@@ -23,6 +28,10 @@ export interface ServeConfig {
   readonly name: string;
   readonly stateDir: string;
   readonly socketDir: string;
+  /** where to serve Prometheus metrics; null or absent: no metrics */
+  readonly metricsListen?: { readonly host: string; readonly port: number } | null;
+  /** effective settings by flag name, as `batchbridge status` shows them */
+  readonly settings?: Readonly<Record<string, string>>;
   readonly workers: number;
   readonly tuning: PipelineTuning;
   /** see Endpoints.deleteBehind (default false) */
@@ -61,6 +70,7 @@ interface Opened {
 /** The engine over its books, worker pool and firewall backend. */
 function openEngine(cfg: ServeConfig, log: Logger): Opened {
   const store = new SqliteStateStore(cfg.stateDir);
+  if (store.openedSchema !== null && store.openedSchema < BOOKS_SCHEMA) log.info({ from: store.openedSchema, to: BOOKS_SCHEMA, stateDir: cfg.stateDir }, 'books migrated to the current schema');
   const exec = new PiscinaExecutor({ tools: cfg.tools, switches: cfg.switches, firewall: 'iptables', directSpawn: cfg.directSpawn, ...(cfg.sysctlDir === undefined ? {} : { sysctlDir: cfg.sysctlDir }) }, cfg.workers);
   // The engine's own tool runs (probes, firewall reads, reconciliation) go through the pool too,
   // so the thread that answers requests never waits on a tool.
@@ -75,6 +85,11 @@ function openEngine(cfg: ServeConfig, log: Logger): Opened {
   return { engine, exec, store };
 }
 
+/** Metrics (with --metrics-listen), debug lines per batch, status. */
+function observe(cfg: ServeConfig, engine: Engine, log: Logger): Promise<Observability> {
+  return startObservability(engine, { version: version(), settings: cfg.settings ?? {}, metricsListen: cfg.metricsListen ?? null, calls: { docker: DOCKER_CALLS, ...(cfg.cniSocket === undefined || cfg.cniSocket === null ? {} : { cni: CNI_COMMANDS }) } }, log);
+}
+
 /** Reconciles every `ms` (0: never); returns the function that stops it. */
 function reconcileEvery(engine: Engine, ms: number, log: Logger): () => void {
   if (ms <= 0) return () => undefined;
@@ -83,7 +98,7 @@ function reconcileEvery(engine: Engine, ms: number, log: Logger): () => void {
     if (running) return;
     running = true;
     engine
-      .reconcile()
+      .reconcile({ trigger: 'timer' })
       .catch((err: unknown) => log.error({ err }, 'periodic reconcile failed'))
       .finally(() => {
         running = false;
@@ -122,13 +137,16 @@ async function startClaimed(cfg: ServeConfig, log: Logger, claim: PluginClaim): 
   await engine.syncFirewall();
   log.info({ networks: engine.books.networks.size, endpoints: engine.books.endpoints.size }, 'books loaded, firewall in place');
   // Before the socket listens: finish or undo what a crash interrupted, remove orphans.
-  const startReport = await engine.reconcile();
+  const startReport = await engine.reconcile({ trigger: 'start' });
   log.info({ findings: startReport.findings.length, ms: Math.round(startReport.ms) }, 'reconciled at start');
   const stopReconciling = reconcileEvery(engine, cfg.reconcileMs ?? 60_000, log);
   const watchdog = engine.watchdog(cfg.firewallCheckMs);
   watchdog.start();
 
+  const obs = await observe(cfg, engine, log);
   const app = await buildApp({
+    requests: obs.requests,
+    status: () => obs.status(),
     protocol: new DockerProtocol(engine),
     logger: log,
     maxQueue: cfg.maxQueue,
@@ -148,7 +166,7 @@ async function startClaimed(cfg: ServeConfig, log: Logger, claim: PluginClaim): 
   const { socketPath } = claim;
   await claim.bindSocket((path) => app.listen({ path }), () => app.close());
   log.info({ socketPath }, 'listening');
-  const cni = cfg.cniSocket === undefined || cfg.cniSocket === null ? null : await startCni(cfg.cniSocket, engine, log).catch(async (err: unknown) => {
+  const cni = cfg.cniSocket === undefined || cfg.cniSocket === null ? null : await startCni(cfg.cniSocket, engine, obs.requests, log).catch(async (err: unknown) => {
     await app.close();
     throw err;
   });
@@ -159,6 +177,7 @@ async function startClaimed(cfg: ServeConfig, log: Logger, claim: PluginClaim): 
       // A check in progress (Plugin.Activate starts one) must end before the pool closes.
       const watchdogDone = watchdog.stop();
       stopReconciling();
+      await obs.close();
       // Stop accepting, let in-flight requests finish (they wait for their batches). A DEL that
       // finds the CNI socket gone is spooled by the forwarder and done at the next start.
       const closed = Promise.all([app.close(), cni?.close()]);
@@ -183,9 +202,9 @@ async function startClaimed(cfg: ServeConfig, log: Logger, claim: PluginClaim): 
 }
 
 /** The CNI front end on the same engine: requests are served once the DEL spool is replayed. */
-async function startCni(socketPath: string, engine: Engine, log: Logger): Promise<CniServer> {
+async function startCni(socketPath: string, engine: Engine, requests: RequestMetrics, log: Logger): Promise<CniServer> {
   const cniLog = log.child({ front: 'cni' });
-  const handler = createCniHandler({ engine, tools: engine.core.deps.tools, log: cniLog, socketPath });
+  const handler = createCniHandler({ engine, tools: engine.core.deps.tools, log: cniLog, socketPath, requests });
   const server = await startCniServer({ socketPath, handler, log: cniLog });
   const replay = await server.ready.catch(() => null);
   if (replay !== null) cniLog.info(replay, 'CNI DEL spool replayed');

@@ -2,11 +2,12 @@
 // Content-Type, newer ones send application/vnd.docker.plugins.v1.2+json), a JSON body on every
 // answer, and errors rendered in exactly one place. What each call does is in protocol.ts.
 import underPressure from '@fastify/under-pressure';
-import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
 import type { LevelWithSilent, Logger } from 'pino';
 import { InvalidRequestError, NotSupportedError, OverloadedError } from '../errors.js';
 import { DEFAULT_HTTP_TIMEOUTS, serverTimeoutOptions, type HttpTimeouts } from './http-timeouts.js';
 import { endpointId, list, networkId, options, parseBody, type Body } from './decode.js';
+import { NO_REQUEST_METRICS, type RequestMetrics } from '../metrics/requests.js';
 import type { DockerProtocol } from './protocol.js';
 import { renderError } from './render-error.js';
 
@@ -22,6 +23,10 @@ export interface AppDeps {
   readonly timeouts?: HttpTimeouts;
   /** called on Plugin.Activate: dockerd (re)started and is using us; answered once it settles */
   readonly onActivate?: () => Promise<void> | void;
+  /** measures each request (src/metrics/requests.ts) */
+  readonly requests?: RequestMetrics;
+  /** what /BatchBridge.Status answers (`batchbridge status`) */
+  readonly status?: () => unknown;
 }
 
 type Handler = (body: Body) => Promise<unknown> | unknown;
@@ -39,6 +44,44 @@ const CONTENT_TYPE = 'application/vnd.docker.plugins.v1.2+json';
 const RETRIED_CREATES: Readonly<Record<string, 'network' | 'endpoint'>> = { '/NetworkDriver.CreateNetwork': 'network', '/NetworkDriver.CreateEndpoint': 'endpoint' };
 
 let reqCounter = 0;
+
+/** What a request concerns and how it ends, for its log lines and its metrics. */
+interface RequestNotes {
+  finish: (outcome: string) => void;
+  code?: string;
+  networkId?: string;
+  endpointId?: string;
+}
+
+const notes = new WeakMap<FastifyRequest, RequestNotes>();
+
+/** The ids a request names, as given (short printable strings only: they go into log lines). */
+function idsOf(b: Body): Pick<RequestNotes, 'networkId' | 'endpointId'> {
+  const ok = (v: unknown): v is string => typeof v === 'string' && /^[\x21-\x7e]{1,128}$/.test(v);
+  return { ...(ok(b.NetworkID) ? { networkId: b.NetworkID } : {}), ...(ok(b.EndpointID) ? { endpointId: b.EndpointID } : {}) };
+}
+
+/** Every call of the protocol (and our private ones), as the metrics name them. */
+export const DOCKER_CALLS: readonly string[] = [
+  'Plugin.Activate', 'NetworkDriver.GetCapabilities', 'NetworkDriver.CreateNetwork', 'NetworkDriver.DeleteNetwork',
+  'NetworkDriver.CreateEndpoint', 'NetworkDriver.EndpointOperInfo', 'NetworkDriver.DeleteEndpoint', 'NetworkDriver.Join',
+  'NetworkDriver.Leave', 'NetworkDriver.ProgramExternalConnectivity', 'NetworkDriver.RevokeExternalConnectivity',
+  'NetworkDriver.DiscoverNew', 'NetworkDriver.DiscoverDelete', 'NetworkDriver.AllocateNetwork', 'NetworkDriver.FreeNetwork',
+  'BatchBridge.Ports', 'BatchBridge.Status', 'BatchBridge.Reconcile',
+];
+const KNOWN_CALLS = new Set(DOCKER_CALLS);
+
+/** Metrics and ids for every request: started on arrival, finished with its answer. */
+function registerNotes(app: FastifyInstance, metrics: RequestMetrics): void {
+  app.addHook('onRequest', async (req) => {
+    const path = (req.url.split('?')[0] ?? '').slice(1);
+    notes.set(req, { finish: metrics.start('docker', KNOWN_CALLS.has(path) ? path : 'other') });
+  });
+  app.addHook('onResponse', async (req, reply) => {
+    const n = notes.get(req);
+    n?.finish(reply.statusCode === 200 ? 'ok' : (n.code ?? `HTTP_${reply.statusCode}`));
+  });
+}
 
 function routes(deps: AppDeps): Record<string, Route> {
   const p = deps.protocol;
@@ -94,6 +137,8 @@ function routes(deps: AppDeps): Record<string, Route> {
     '/NetworkDriver.FreeNetwork': { empty: true, fn: swarmOnly('FreeNetwork') },
     // Not part of Docker's protocol: the CLI's `batchbridge ports` reads the bindings here.
     '/BatchBridge.Ports': { empty: true, fn: () => ({ Bindings: p.listBindings() }) },
+    // Not part of Docker's protocol: `batchbridge status` asks here.
+    '/BatchBridge.Status': { empty: true, fn: () => ({ Status: deps.status?.() ?? null }) },
     // Not part of Docker's protocol: `batchbridge reconcile` asks the running plugin here.
     '/BatchBridge.Reconcile': {
       empty: true,
@@ -118,6 +163,8 @@ async function registerPressure(app: FastifyInstance, deps: AppDeps): Promise<vo
       // under-pressure reports Infinity when no event-loop sample fell in the interval (right
       // after start, or after one long synchronous step): no measurement, not an overload.
       if (type === 'eventLoopDelay' && !Number.isFinite(value)) return undefined;
+      const n = notes.get(req);
+      if (n !== undefined) n.code = 'BB_ERR_OVERLOADED';
       const a = renderError(new OverloadedError(`batchbridge is overloaded (${type}: ${typeof value === 'number' ? Math.round(value) : String(value)}); retry shortly`));
       void reply.code(a.status).header('content-type', CONTENT_TYPE).send(a.body);
       return undefined;
@@ -134,6 +181,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     ...serverTimeoutOptions(deps.timeouts ?? DEFAULT_HTTP_TIMEOUTS),
     return503OnClosing: true,
   });
+  // First: a request shed by under-pressure is answered in its hook, and still counts.
+  registerNotes(app, deps.requests ?? NO_REQUEST_METRICS);
   await registerPressure(app, deps);
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', { parseAs: 'string' }, (_req, body, done) => done(null, body));
@@ -143,10 +192,17 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   });
   app.setErrorHandler((err, req, reply) => {
     const a = renderError(err);
-    req.log.warn({ code: a.code, err: a.body.Err, url: req.url }, 'request failed');
+    const n = notes.get(req);
+    if (n !== undefined) n.code = a.code;
+    const line = { code: a.code, err: a.body.Err, url: req.url, ...(n?.networkId === undefined ? {} : { networkId: n.networkId }), ...(n?.endpointId === undefined ? {} : { endpointId: n.endpointId }) };
+    // The kernel refused or we failed: an operator's matter. A refused request: the caller's.
+    if (a.status >= 500 && a.status !== 503) req.log.error(line, 'request failed');
+    else req.log.warn(line, 'request failed');
     void reply.code(a.status).send(a.body);
   });
   app.setNotFoundHandler((req, reply) => {
+    const n = notes.get(req);
+    if (n !== undefined) n.code = 'BB_ERR_NOT_IMPLEMENTED';
     // 404 is the protocol's "not implemented": right for calls we do not know.
     void reply.code(404).send({ Err: `${req.url} is not implemented by batchbridge` });
   });
@@ -163,7 +219,14 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       }
       const text = typeof req.body === 'string' ? req.body : '';
       const retried = RETRIED_CREATES[url];
-      const out = retried !== undefined && text.trim() === '' ? deps.protocol.retriedCreate(retried) : await route.fn(parseBody(text, route.empty));
+      let out: unknown;
+      if (retried !== undefined && text.trim() === '') out = deps.protocol.retriedCreate(retried);
+      else {
+        const body = parseBody(text, route.empty);
+        const n = notes.get(req);
+        if (n !== undefined) Object.assign(n, idsOf(body));
+        out = await route.fn(body);
+      }
       void reply.header('content-type', CONTENT_TYPE);
       return out ?? {};
     });

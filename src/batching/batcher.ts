@@ -11,7 +11,7 @@
 // (the scheduler) guarantee that two operations of one endpoint are never pending together, so
 // batches that run side by side never touch the same kernel object.
 import { channel } from 'node:diagnostics_channel';
-import type { BatchResponse, OpResult, OpWork } from './work.js';
+import type { BatchResponse, FailureKind, OpResult, OpWork } from './work.js';
 import type { BookChanges } from '../state/store.js';
 import type { IntentItem } from '../state/records.js';
 
@@ -120,6 +120,8 @@ export class Batcher {
   private idleWaiters: Array<() => void> = [];
   /** batches finished so far: lets an observer tell whether any batch ran while it looked */
   private finishedBatches = 0;
+  private operationsDone = 0;
+  private readonly failuresByKind = new Map<FailureKind, number>();
 
   constructor(
     private readonly run: BatchRunner,
@@ -140,6 +142,20 @@ export class Batcher {
 
   get finished(): number {
     return this.finishedBatches;
+  }
+
+  /** operations in the batches finished so far (their mean size: operations / finished) */
+  get operations(): number {
+    return this.operationsDone;
+  }
+
+  /** failed operations so far, by why they failed */
+  get failures(): ReadonlyMap<FailureKind, number> {
+    return this.failuresByKind;
+  }
+
+  get label(): string {
+    return this.opts.label ?? 'batch';
   }
 
   submit(entry: BatchEntry): Promise<OpResult> {
@@ -232,6 +248,11 @@ export class Batcher {
     });
   }
 
+  private count(results: readonly OpResult[]): void {
+    this.operationsDone += results.length;
+    for (const r of results) if (!r.ok) this.failuresByKind.set(r.kind ?? 'ip', (this.failuresByKind.get(r.kind ?? 'ip') ?? 0) + 1);
+  }
+
   private async execute(batchId: number, all: Pending[]): Promise<void> {
     const t0 = performance.now();
     let taken = all;
@@ -244,7 +265,9 @@ export class Batcher {
         // crash in its middle leaves booked objects whose veths are gone, which reconciliation
         // unbooks. Creations fail before they touch the kernel.
         const message = `batch ${batchId}: could not write the books: ${errText(err)}`;
-        for (const p of taken) if (p.entry.teardown !== true) p.resolve({ opId: 0, ok: false, message });
+        const refused = taken.filter((p) => p.entry.teardown !== true);
+        for (const p of refused) p.resolve(failedResult(0, message, 'books'));
+        this.count(refused.map(() => failedResult(0, message, 'books')));
         taken = taken.filter((p) => p.entry.teardown === true);
         intents = [];
         if (taken.length === 0) return;
@@ -256,11 +279,11 @@ export class Batcher {
     try {
       response = await this.run({ batchId, ops, linkGroup: LINK_GROUP_BASE + (batchId % 4096) });
       const byId = new Map(response.results.map((r) => [r.opId, r]));
-      results = ops.map((o) => byId.get(o.opId) ?? { opId: o.opId, ok: false, message: 'no result from worker' });
+      results = ops.map((o) => byId.get(o.opId) ?? { opId: o.opId, ok: false, message: 'no result from worker', kind: 'worker' });
     } catch (err) {
       // A worker that died: every request of the batch gets an error, none is left hanging.
       const message = `batch ${batchId} failed: ${errText(err)}`;
-      results = ops.map((o) => ({ opId: o.opId, ok: false, message }));
+      results = ops.map((o) => ({ opId: o.opId, ok: false, message, kind: 'worker' }));
     }
     const changes: BookChanges[] = [];
     const mustKeep: BookChanges[] = [];
@@ -273,16 +296,17 @@ export class Batcher {
         // A bug in the bookkeeping: this request fails (the books may not say what the kernel
         // does; reconciliation compares them), the others of the batch are unaffected.
         this.hooks.settleFailed?.(batchId, err, p.entry.intent);
-        results[i] = { opId: r.opId, ok: false, message: `batch ${batchId}: internal error while booking the result: ${errText(err)}` };
+        results[i] = failedResult(r.opId, `batch ${batchId}: internal error while booking the result: ${errText(err)}`, 'internal');
       }
     });
     try {
       this.hooks.afterRun(batchId, intents.length > 0, [...mustKeep, ...changes], mustKeep);
     } catch (err) {
       const message = `batch ${batchId}: could not write the books: ${errText(err)}`;
-      results = results.map((r, i) => (taken[i]?.entry.teardown === true ? r : { ...r, ok: false, message }));
+      results = results.map((r, i) => (taken[i]?.entry.teardown === true ? r : failedResult(r.opId, message, 'books')));
     }
     taken.forEach((p, i) => p.resolve(results[i] as OpResult));
+    this.count(results);
     if (batchChannel.hasSubscribers) {
       const ev: BatchEvent = {
         batchId,
@@ -295,6 +319,10 @@ export class Batcher {
       batchChannel.publish(ev);
     }
   }
+}
+
+function failedResult(opId: number, message: string, kind: FailureKind): OpResult {
+  return { opId, ok: false, message, kind };
 }
 
 function errText(err: unknown): string {

@@ -29,10 +29,20 @@ export function isFirewallOnly(o: Omit<OpWork, 'opId'>): boolean {
   return (o.ip?.length ?? 0) === 0 && (o.sysctls?.length ?? 0) === 0 && (o.fwBefore === undefined) !== (o.fwAfter === undefined);
 }
 
+/**
+ * Why an operation failed: the kernel refused an ip line (`ip`), a firewall transaction
+ * (`firewall`) or a sysctl (`sysctl`); the worker thread died under the batch (`worker`); the
+ * books could not be written (`books`); booking the result threw (`internal`, a bug).
+ */
+export type FailureKind = 'ip' | 'firewall' | 'sysctl' | 'worker' | 'books' | 'internal';
+
+export const FAILURE_KINDS: readonly FailureKind[] = ['ip', 'firewall', 'sysctl', 'worker', 'books', 'internal'];
+
 export interface OpResult {
   readonly opId: number;
   readonly ok: boolean;
   readonly message?: string;
+  readonly kind?: FailureKind;
 }
 
 export interface BatchRequest {
@@ -55,8 +65,15 @@ export interface BatchTimings {
   readonly fwSpawns: number;
 }
 
+/** Tool sessions the thread restarted since its previous answer (they live in the thread). */
+export interface SessionRestarts {
+  readonly ip: number;
+  readonly iptablesRestore: number;
+}
+
 export interface BatchResponse {
   readonly batchId: number;
   readonly results: readonly OpResult[];
   readonly timings: BatchTimings;
+  readonly sessionRestarts?: SessionRestarts;
 }

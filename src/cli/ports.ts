@@ -19,16 +19,35 @@ export function formatBinding(b: Binding): string {
   return `${m.proto} ${host}:${m.hostPort} -> ${ctr}:${m.containerPort}`;
 }
 
+export const PORTS_HELP = `Usage: batchbridge ports [options]
+
+Lists the host ports the running plugin published (dockerd cannot show a remote driver's:
+\`docker port\` stays empty), one binding per line.
+
+Options:
+  --name NAME       the plugin to ask (default: batchbridge)
+  --socket-dir DIR  where its socket is (default: /run/docker/plugins)
+  --json            print JSON instead of one line per binding
+  -h, --help        this text
+
+Exit status: 0 on success, 1 when the plugin could not be asked, 2 on bad usage.
+`;
+
 export async function printPorts(args: string[]): Promise<number> {
   const { values } = parseArgs({
     args,
     strict: true,
     allowPositionals: false,
-    options: { name: { type: 'string' }, 'socket-dir': { type: 'string' }, json: { type: 'boolean' } },
+    options: { name: { type: 'string' }, 'socket-dir': { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
   });
+  if (values.help === true) {
+    process.stdout.write(PORTS_HELP);
+    return 0;
+  }
   const name = socketBaseName(values.name ?? 'batchbridge');
   if (name === null) {
-    process.stderr.write(`batchbridge: invalid --name ${JSON.stringify(values.name)}\n`);
+    process.stderr.write(`batchbridge: invalid --name ${JSON.stringify(values.name)}
+`);
     return 2;
   }
   let socketPath: string;

@@ -6,7 +6,6 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { Agent, request } from 'undici';
 import { Books } from '../engine/books.js';
 import type { ReconcileReport } from '../engine/reconcile/plan.js';
 import { formatReport, reconcile } from '../engine/reconcile/run.js';
@@ -16,26 +15,39 @@ import { toolEnv } from '../tools/env.js';
 import { DEFAULT_TOOLS, type ToolPaths } from '../tools/paths.js';
 import { claimBooks } from '../instance/claim.js';
 import { describeInstance, stateDirHolder } from '../state/instance-lock.js';
+import { askPlugin as askPluginRoute } from './plugin-client.js';
 import { resolvePluginSocket, socketBaseName } from './socket-lookup.js';
+
+export const RECONCILE_HELP = `Usage: batchbridge reconcile [options]
+
+Compares the kernel with the books and fixes what differs, then prints what it found. It asks
+the running plugin over its socket; if none listens there, it opens the books itself and fixes
+the kernel of the network namespace it runs in, holding the state dir's lock and the namespace
+like a plugin. When another plugin holds those books it asks that one instead, and it refuses
+when anything else holds them or serves the namespace.
+
+Options:
+  --state-dir DIR   the books to use when the plugin is not running (default: /var/lib/batchbridge)
+  --name NAME       the plugin to ask (default: batchbridge; NAME:TAG for a managed plugin)
+  --socket-dir DIR  where its socket is (default: /run/docker/plugins)
+  --dry-run         report what would be done; change nothing
+  --json            print the report as JSON
+  -h, --help        this text
+
+It re-creates missing bridges and addresses of booked networks, re-enslaves detached veths,
+finishes or undoes work a crash interrupted, unbooks endpoints whose veth vanished, removes
+orphan veths and bridges (those with our ownership mark that the books do not explain), and
+rewrites batchbridge's firewall chains when they drifted.
+
+Exit status: 0 when kernel and books agree or every fix worked, 1 when a fix failed or the
+plugin could not be asked, 2 on bad usage.
+`;
 
 type Asked = { kind: 'answered'; report: ReconcileReport } | { kind: 'not-running' } | { kind: 'failed'; message: string };
 
 async function askPlugin(socketPath: string, dryRun: boolean): Promise<Asked> {
-  if (!existsSync(socketPath)) return { kind: 'not-running' };
-  const dispatcher = new Agent({ connect: { socketPath }, headersTimeout: 600_000, bodyTimeout: 600_000 });
-  try {
-    const res = await request('http://localhost/BatchBridge.Reconcile', { method: 'POST', body: JSON.stringify({ DryRun: dryRun }), dispatcher });
-    const body = (await res.body.json()) as { Report?: ReconcileReport; Err?: string };
-    if (res.statusCode !== 200 || body.Report === undefined) return { kind: 'failed', message: `the plugin answered ${res.statusCode}: ${body.Err ?? 'no report'}` };
-    return { kind: 'answered', report: body.Report };
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    // A socket file nobody listens on is what a killed plugin leaves behind.
-    if (code === 'ECONNREFUSED' || code === 'ENOENT') return { kind: 'not-running' };
-    return { kind: 'failed', message: `cannot reach the plugin at ${socketPath}: ${(err as Error).message}` };
-  } finally {
-    await dispatcher.close();
-  }
+  const r = await askPluginRoute(socketPath, '/BatchBridge.Reconcile', { DryRun: dryRun }, (v) => (v.Report !== undefined && v.Report !== null ? (v.Report as ReconcileReport) : null));
+  return r.kind === 'answered' ? { kind: 'answered', report: r.body } : r;
 }
 
 async function reconcileOffline(stateDir: string, tools: ToolPaths, dryRun: boolean): Promise<ReconcileReport> {
@@ -64,11 +76,17 @@ export async function runReconcile(args: string[], tools: ToolPaths = DEFAULT_TO
       'socket-dir': { type: 'string' },
       'dry-run': { type: 'boolean' },
       json: { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
     },
   });
+  if (values.help === true) {
+    process.stdout.write(RECONCILE_HELP);
+    return 0;
+  }
   const name = socketBaseName(values.name ?? 'batchbridge');
   if (name === null) {
-    process.stderr.write(`batchbridge: invalid --name ${JSON.stringify(values.name)}\n`);
+    process.stderr.write(`batchbridge: invalid --name ${JSON.stringify(values.name)}
+`);
     return 2;
   }
   const stateDir = values['state-dir'] ?? '/var/lib/batchbridge';

@@ -4,6 +4,7 @@
 // nothing reaches the engine before the whole request is validated.
 import type { Logger } from 'pino';
 import type { Engine } from '../engine/engine.js';
+import { NO_REQUEST_METRICS, type RequestMetrics } from '../metrics/requests.js';
 import { BbError, CniDelegateError, ShuttingDownError } from '../errors.js';
 import type { ToolEnv } from '../tools/env.js';
 import { runTool } from '../tools/spawn.js';
@@ -15,7 +16,7 @@ import { cniDel, cniGc } from './del.js';
 import type { CniAnswer, CniHandler, CniInvocation } from './handler.js';
 import { parseInvocation, type CniRequest, type StatusRequest } from './invocation.js';
 import { delegate, delegateCallOf, type ToolRunner } from './ipam-delegate.js';
-import { versionAnswer } from './version.js';
+import { CNI_COMMANDS, versionAnswer } from './version.js';
 
 export interface CniHandlerOptions {
   readonly engine: Engine;
@@ -26,6 +27,8 @@ export interface CniHandlerOptions {
   readonly socketPath: string;
   /** runs delegated IPAM plugins (tests: a wrapper) */
   readonly runDelegate?: ToolRunner;
+  /** request counts and durations (serve --metrics-listen) */
+  readonly requests?: RequestMetrics;
 }
 
 /** STATUS: ready while the engine takes work; a delegated IPAM plugin's own "not ready" is passed on. */
@@ -70,25 +73,46 @@ function ids(req: CniRequest): Record<string, string> {
   return out;
 }
 
+/** The metrics label of a call: its command, or "unknown" (the label's values stay a known set). */
+function callLabel(inv: CniInvocation): string {
+  const c = inv.env.CNI_COMMAND ?? '';
+  return (CNI_COMMANDS as readonly string[]).includes(c) ? c : 'unknown';
+}
+
+function outcomeOf(answer: CniAnswer, err: unknown): string {
+  if (err instanceof BbError) return err.code;
+  if (err !== null) return 'BB_ERR_INTERNAL';
+  return answer.exitCode === 0 ? 'ok' : 'BB_ERR_INTERNAL';
+}
+
 export function createCniHandler(o: CniHandlerOptions): CniHandler {
   const ctx: CniContext = { engine: o.engine, tools: o.tools, log: o.log, runDelegate: o.runDelegate ?? runTool };
+  const requests = o.requests ?? NO_REQUEST_METRICS;
   return async (inv: CniInvocation): Promise<CniAnswer> => {
+    const done = requests.start('cni', callLabel(inv));
     let req: CniRequest;
     try {
       req = parseInvocation(inv, { socketPath: o.socketPath });
     } catch (err) {
       o.log.info({ cni: inv.env.CNI_COMMAND, err: (err as Error).message }, 'CNI request refused');
-      return renderCniError(err, { command: inv.env.CNI_COMMAND ?? '' });
+      const answer = renderCniError(err, { command: inv.env.CNI_COMMAND ?? '' });
+      done(outcomeOf(answer, err));
+      return answer;
     }
     const log = o.log.child(ids(req));
     try {
       const answer = await dispatch({ ...ctx, log }, req);
+      done(outcomeOf(answer, null));
       return answer;
     } catch (err) {
       // A DEL the daemon cannot take now is recorded by the forwarder and replayed at start.
-      if (req.command === 'DEL' && err instanceof ShuttingDownError) return { exitCode: 0, stdout: '', spool: true };
+      if (req.command === 'DEL' && err instanceof ShuttingDownError) {
+        done(err.code);
+        return { exitCode: 0, stdout: '', spool: true };
+      }
       if (err instanceof BbError) log.info({ err: err.message, code: err.code }, 'CNI request failed');
       else log.error({ err }, 'CNI request failed unexpectedly');
+      done(outcomeOf({ exitCode: 1, stdout: '' }, err));
       return renderCniError(err, { ...(req.command === 'VERSION' ? {} : { cniVersion: req.cniVersion }), command: req.command });
     }
   };

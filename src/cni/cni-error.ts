@@ -50,6 +50,7 @@ export const CNI_CODE_OF: Readonly<Record<string, number>> = {
   BB_ERR_KERNEL: CNI_CODE.kernel,
   BB_ERR_STATE_DIR_UNSAFE: CNI_CODE.internal,
   BB_ERR_INSTANCE_CONFLICT: CNI_CODE.internal,
+  BB_ERR_BOOKS_VERSION: CNI_CODE.internal,
   BB_ERR_CNI_VERSION: CNI_CODE.incompatibleVersion,
   BB_ERR_CNI_UNSUPPORTED_FIELD: CNI_CODE.unsupportedField,
   BB_ERR_CNI_UNKNOWN_CONTAINER: CNI_CODE.unknownContainer,

@@ -12,7 +12,7 @@ import { parseNetConfig, type CniNetwork } from './net-config.js';
 import type { CniInvocation } from './handler.js';
 import { decodeResult, type CniResult } from './result.js';
 import { parseAttachmentOptions, type AttachmentOptions } from './runtime-config.js';
-import { negotiateVersion, type CniCommand, type CniVersion } from './version.js';
+import { CNI_COMMANDS, negotiateVersion, type CniCommand, type CniVersion } from './version.js';
 
 export type ContainerId = Brand<string, 'ContainerId'>;
 /** An absolute path of [A-Za-z0-9_./:@+=-]: safe as an `ip ... netns PATH` argument. */
@@ -71,7 +71,6 @@ export interface ParseOptions {
   readonly acceptsSocket?: (path: string) => boolean;
 }
 
-const COMMANDS: readonly CniCommand[] = ['ADD', 'DEL', 'CHECK', 'GC', 'STATUS', 'VERSION'];
 const REQUIRED: Record<CniCommand, readonly string[]> = {
   ADD: ['CNI_CONTAINERID', 'CNI_NETNS', 'CNI_IFNAME'],
   DEL: ['CNI_CONTAINERID', 'CNI_IFNAME'],
@@ -157,8 +156,8 @@ function checkSocket(network: CniNetwork, opts: ParseOptions): void {
 function parseCommand(env: Readonly<Record<string, string>>): CniCommand {
   const text = env.CNI_COMMAND ?? '';
   if (text === '') throw new CniEnvironmentError('required env variables [CNI_COMMAND] missing');
-  const command = COMMANDS.find((c) => c === text);
-  if (command === undefined) throw new CniEnvironmentError(`unknown CNI_COMMAND ${shown(text)} (ADD, DEL, CHECK, GC, STATUS, VERSION)`);
+  const command = CNI_COMMANDS.find((c) => c === text);
+  if (command === undefined) throw new CniEnvironmentError(`unknown CNI_COMMAND ${shown(text)} (${CNI_COMMANDS.join(', ')})`);
   const missing = REQUIRED[command].filter((k) => (env[k] ?? '') === '');
   if (missing.length > 0) throw new CniEnvironmentError(`required env variables [${missing.join(',')}] missing`);
   return command;

@@ -11,6 +11,7 @@ export type CniVersion = (typeof SUPPORTED_VERSIONS)[number];
 export const CURRENT_VERSION: CniVersion = '1.1.0';
 
 export type CniCommand = 'ADD' | 'DEL' | 'CHECK' | 'GC' | 'STATUS' | 'VERSION';
+export const CNI_COMMANDS: readonly CniCommand[] = ['ADD', 'DEL', 'CHECK', 'GC', 'STATUS', 'VERSION'];
 
 type Triple = readonly [number, number, number];
 

@@ -1,7 +1,8 @@
 // The environment variables batchbridge reads, all of them, here and only here: other binaries
 // for unusual installs and fault injection, and switches that turn a mechanism off to measure
-// what it buys. Read once at start; worker threads get the result through workerData. `--help`
-// lists this table.
+// what it buys. Read once at start; worker threads get the result through workerData. `serve`
+// takes the same settings as flags (src/cli/settings.ts), which win over these; the other
+// commands (reconcile, cleanup) read the tool paths from here.
 import { DEFAULT_SWITCHES, type Switches } from '../tools/env.js';
 import { DEFAULT_TOOLS, type ToolPaths } from '../tools/paths.js';
 
@@ -11,16 +12,21 @@ export interface EnvironmentSettings {
   readonly directSpawn: boolean;
 }
 
-/** name, what it does (for --help and docs/options.md) */
-export const ENVIRONMENT: ReadonlyArray<readonly [string, string]> = [
-  ['BB_IP_BIN', 'the ip binary (default: ip from PATH)'],
-  ['BB_IPTABLES_RESTORE_BIN', 'the iptables-restore binary (default: iptables-restore from PATH)'],
-  ['BB_IP6TABLES_RESTORE_BIN', 'the ip6tables-restore binary (default: ip6tables-restore from PATH)'],
-  ['BB_IP_SESSION=0', 'run every ip batch in a process of its own (no long-lived ip sessions)'],
-  ['BB_RESTORE_SESSION=0', 'run every firewall transaction in its own iptables-restore process'],
-  ['BB_EARLY_DELETE=0', 'answer a deletion only when ip returns, not once the veths are unlisted'],
-  ['BB_DIRECT_SPAWN=1', 'start tools directly instead of through a small launcher process per thread'],
-];
+/**
+ * The variables' names. Each is also a `serve` flag (src/cli/settings.ts names the variable in
+ * its row, and documents it); the variable counts only when the flag is not given.
+ */
+export const ENV = {
+  ipBin: 'BB_IP_BIN',
+  iptablesRestoreBin: 'BB_IPTABLES_RESTORE_BIN',
+  ip6tablesRestoreBin: 'BB_IP6TABLES_RESTORE_BIN',
+  /** 0: off */
+  ipSessions: 'BB_IP_SESSION',
+  restoreSessions: 'BB_RESTORE_SESSION',
+  earlyDelete: 'BB_EARLY_DELETE',
+  /** 1: on */
+  directSpawn: 'BB_DIRECT_SPAWN',
+} as const;
 
 export function readEnvironment(env: NodeJS.ProcessEnv = process.env): EnvironmentSettings {
   const path = (name: string, dflt: string): string => {
@@ -30,19 +36,15 @@ export function readEnvironment(env: NodeJS.ProcessEnv = process.env): Environme
   return {
     tools: {
       ...DEFAULT_TOOLS,
-      ip: path('BB_IP_BIN', DEFAULT_TOOLS.ip),
-      iptablesRestore: path('BB_IPTABLES_RESTORE_BIN', DEFAULT_TOOLS.iptablesRestore),
-      ip6tablesRestore: path('BB_IP6TABLES_RESTORE_BIN', DEFAULT_TOOLS.ip6tablesRestore),
+      ip: path(ENV.ipBin, DEFAULT_TOOLS.ip),
+      iptablesRestore: path(ENV.iptablesRestoreBin, DEFAULT_TOOLS.iptablesRestore),
+      ip6tablesRestore: path(ENV.ip6tablesRestoreBin, DEFAULT_TOOLS.ip6tablesRestore),
     },
     switches: {
-      ipSessions: env.BB_IP_SESSION !== '0' && DEFAULT_SWITCHES.ipSessions,
-      restoreSessions: env.BB_RESTORE_SESSION !== '0' && DEFAULT_SWITCHES.restoreSessions,
-      earlyDelete: env.BB_EARLY_DELETE !== '0' && DEFAULT_SWITCHES.earlyDelete,
+      ipSessions: env[ENV.ipSessions] !== '0' && DEFAULT_SWITCHES.ipSessions,
+      restoreSessions: env[ENV.restoreSessions] !== '0' && DEFAULT_SWITCHES.restoreSessions,
+      earlyDelete: env[ENV.earlyDelete] !== '0' && DEFAULT_SWITCHES.earlyDelete,
     },
-    directSpawn: env.BB_DIRECT_SPAWN === '1',
+    directSpawn: env[ENV.directSpawn] === '1',
   };
-}
-
-export function environmentHelp(): string {
-  return ENVIRONMENT.map(([name, what]) => `  ${name.padEnd(26)} ${what}`).join('\n');
 }

@@ -51,7 +51,7 @@ export class BookKeeper {
     } catch (err) {
       if (keep !== null) {
         this.unsaved.push(keep);
-        this.log.warn({ err, pending: this.unsaved.length }, 'cannot write the books (disk full?): teardown done in the kernel, its book changes kept and retried');
+        this.log.warn({ err, pending: this.unsaved.length, networkIds: keep.deleteNetworks ?? [], endpointIds: keep.deleteEndpoints ?? [] }, 'cannot write the books (disk full?): teardown done in the kernel, its book changes kept and retried');
         this.scheduleRetry();
       }
       throw err;

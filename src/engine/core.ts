@@ -16,6 +16,7 @@ import type { KernelExecutor } from '../workers/pool.js';
 import { BookKeeper } from './book-keeper.js';
 import { Books } from './books.js';
 import { PortAllocator } from './port-allocator.js';
+import { EngineStats } from './stats.js';
 
 export interface EngineOptions extends PipelineTuning {
   /** answer DeleteEndpoint before the kernel has deleted the veth, under load (endpoints.ts) */
@@ -53,6 +54,7 @@ export class EngineCore {
   readonly keeper: BookKeeper;
   readonly pipelines: Pipelines;
   readonly ports = new PortAllocator();
+  readonly stats = new EngineStats();
   /** the link group on every interface we create: how reconciliation knows what is ours */
   readonly ownerGroup: number;
   /**
@@ -75,7 +77,12 @@ export class EngineCore {
     this.ownerGroup = deps.store.ownerGroup();
     for (const e of this.books.endpoints.values()) this.ports.restore(e.id, e.mappings);
     this.keeper = new BookKeeper(deps.store, deps.log);
-    this.pipelines = new Pipelines((req) => deps.exec.runBatch({ ...req, bridgeEpoch: this.bridgeEpoch }), this.keeper.hooks(), opts, this.keeper.firstBatchId);
+    const run = async (req: Parameters<KernelExecutor['runBatch']>[0]): ReturnType<KernelExecutor['runBatch']> => {
+      const r = await deps.exec.runBatch({ ...req, bridgeEpoch: this.bridgeEpoch });
+      this.stats.noteSessionRestarts(r.sessionRestarts);
+      return r;
+    };
+    this.pipelines = new Pipelines(run, this.keeper.hooks(), opts, this.keeper.firstBatchId);
   }
 
   get log(): Logger {

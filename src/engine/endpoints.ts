@@ -164,7 +164,7 @@ export class Endpoints {
     const { books, lanes, deps, log } = this.core;
     const gone = [...books.endpoints.values()].filter((e) => !lanes.busy(e.networkId, e.id) && !deps.exec.linkPresent(e.host));
     if (gone.length === 0) return 0;
-    log.warn({ endpoints: gone.map((e) => e.id) }, `${gone.length} endpoint(s) whose veth vanished: removed with their published ports`);
+    log.warn({ endpointIds: gone.map((e) => e.id), networkIds: [...new Set(gone.map((e) => e.networkId))] }, `${gone.length} endpoint(s) whose veth vanished: removed with their published ports`);
     await Promise.all(gone.map((e) => lanes.run(e.networkId, e.id, () => this.removeNow(e))));
     return gone.length;
   }
@@ -242,7 +242,7 @@ export class Endpoints {
         },
       })
       .then((r) => {
-        if (!r.ok) core.log.warn({ endpointId: ep.id, host: ep.host, err: r.message }, 'write-behind veth deletion failed; reconciliation will retry');
+        if (!r.ok) core.log.warn({ networkId: ep.networkId, endpointId: ep.id, host: ep.host, err: r.message }, 'write-behind veth deletion failed; reconciliation will retry');
       })
       .finally(() => {
         this.deferred.delete(done);

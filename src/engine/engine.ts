@@ -11,6 +11,7 @@ import { Publishing } from './publishing.js';
 import { reconcile, type ReconcileOptions, type ReconcileTarget } from './reconcile/run.js';
 import type { ReconcileReport } from './reconcile/plan.js';
 import { FirewallWatchdog } from './watchdog.js';
+import type { EngineStats } from './stats.js';
 
 export class Engine {
   readonly core: EngineCore;
@@ -19,6 +20,8 @@ export class Engine {
   readonly publishing: Publishing;
   /** addresses for networks whose addresses we hand out (CNI's daemon IPAM) */
   readonly addresses: AddressAllocator;
+  /** the firewall watchdog, once watchdog() made it */
+  firewallWatchdog: FirewallWatchdog | null = null;
 
   constructor(deps: EngineDeps, opts: EngineOptions) {
     this.core = new EngineCore(deps, opts);
@@ -30,6 +33,10 @@ export class Engine {
 
   get books(): EngineCore['books'] {
     return this.core.books;
+  }
+
+  get stats(): EngineStats {
+    return this.core.stats;
   }
 
   get ownerGroup(): number {
@@ -61,18 +68,28 @@ export class Engine {
   }
 
   watchdog(intervalMs: number): FirewallWatchdog {
-    return new FirewallWatchdog(this.core, this.core.log, intervalMs);
+    this.firewallWatchdog = new FirewallWatchdog(this.core, this.core.log, intervalMs);
+    return this.firewallWatchdog;
   }
 
   /** Reconcile: waits for in-flight work and holds off new work while it runs. */
   reconcile(opts: ReconcileOptions = {}): Promise<ReconcileReport> {
+    const trigger = opts.trigger ?? 'demand';
     return this.core.exclusively(async () => {
-      // A write-behind deletion in flight would look like an unfinished intent and an orphan veth.
-      await this.endpoints.settleDeferred();
-      this.core.keeper.flush();
-      // Reconciliation may make a missing bridge again (in a process of its own).
-      this.core.bridgeEpoch++;
-      return reconcile(this.reconcileTarget(), opts);
+      const t0 = performance.now();
+      try {
+        // A write-behind deletion in flight would look like an unfinished intent and an orphan veth.
+        await this.endpoints.settleDeferred();
+        this.core.keeper.flush();
+        // Reconciliation may make a missing bridge again (in a process of its own).
+        this.core.bridgeEpoch++;
+        const report = await reconcile(this.reconcileTarget(), opts);
+        this.core.stats.noteReconcile(trigger, report);
+        return report;
+      } catch (err) {
+        if (opts.dryRun !== true) this.core.stats.noteReconcileFailure(trigger, err, performance.now() - t0);
+        throw err;
+      }
     });
   }
 

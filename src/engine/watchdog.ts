@@ -14,6 +14,22 @@ import { firewallState } from './firewall-state.js';
 
 const CONFIRM_MS = 250;
 
+/** What `status` and the metrics show of the watchdog. */
+export interface WatchdogState {
+  readonly intervalMs: number;
+  readonly checks: number;
+  readonly checkFailures: number;
+  readonly lastCheckAt: string | null;
+  /** the last check could not read or count the rules */
+  readonly lastCheckFailed: boolean;
+  readonly restores: number;
+  readonly restoreFailures: number;
+  readonly lastRestoreAt: string | null;
+  /** the last restore attempt failed (our rules are not what the books want) */
+  readonly lastRestoreFailed: boolean;
+  readonly lastError: string | null;
+}
+
 export class FirewallWatchdog {
   private timer: NodeJS.Timeout | null = null;
   private confirmTimer: NodeJS.Timeout | null = null;
@@ -27,6 +43,13 @@ export class FirewallWatchdog {
   /** how many times our chains were rewritten because rules were missing or extra */
   restores = 0;
   lastRestoreAt: number | null = null;
+  private checks = 0;
+  private checkFailures = 0;
+  private restoreFailures = 0;
+  private lastCheckAt: number | null = null;
+  private lastCheckFailed = false;
+  private lastRestoreFailed = false;
+  private lastError: string | null = null;
 
   constructor(
     private readonly core: EngineCore,
@@ -62,9 +85,15 @@ export class FirewallWatchdog {
   private async checkOnce(): Promise<void> {
     this.checking = true;
     let diffs: CensusDifference[] | null;
+    this.checks++;
+    this.lastCheckAt = Date.now();
     try {
       diffs = await this.core.firewall.verify(firewallState(this.core.books), () => this.changingEndpoints());
+      this.lastCheckFailed = false;
     } catch (err) {
+      this.checkFailures++;
+      this.lastCheckFailed = true;
+      this.lastError = errText(err);
       this.log.error({ err }, 'firewall check failed');
       return;
     } finally {
@@ -91,6 +120,36 @@ export class FirewallWatchdog {
     }
   }
 
+  state(): WatchdogState {
+    const iso = (t: number | null): string | null => (t === null ? null : new Date(t).toISOString());
+    return {
+      intervalMs: this.intervalMs,
+      checks: this.checks,
+      checkFailures: this.checkFailures,
+      lastCheckAt: iso(this.lastCheckAt),
+      lastCheckFailed: this.lastCheckFailed,
+      restores: this.restores,
+      restoreFailures: this.restoreFailures,
+      lastRestoreAt: iso(this.lastRestoreAt),
+      lastRestoreFailed: this.lastRestoreFailed,
+      lastError: this.lastError,
+    };
+  }
+
+  /** The networks and endpoints whose rules differed (owner tags carry 12 characters of an id). */
+  private idsOf(diffs: readonly CensusDifference[]): { networkIds: string[]; endpointIds: string[] } {
+    const full = (prefix: string, ids: Iterable<string>): string => [...ids].find((id) => id.startsWith(prefix)) ?? prefix;
+    const networkIds = new Set<string>();
+    const endpointIds = new Set<string>();
+    for (const d of diffs) {
+      const m = /bb:(net|ep)=([A-Za-z0-9_-]+)$/.exec(d.key);
+      if (m === null) continue;
+      if (m[1] === 'net') networkIds.add(full(m[2] ?? '', this.core.books.networks.keys()));
+      else endpointIds.add(full(m[2] ?? '', this.core.books.endpoints.keys()));
+    }
+    return { networkIds: [...networkIds], endpointIds: [...endpointIds] };
+  }
+
   /**
    * Endpoints whose rules may be changing right now (an operation in flight), or null while
    * network-wide work (a network created or deleted, reconciliation) is in progress.
@@ -107,11 +166,19 @@ export class FirewallWatchdog {
       await this.core.exclusively(() => this.core.firewall.sync(firewallState(this.core.books)));
       this.restores++;
       this.lastRestoreAt = Date.now();
-      this.log.warn({ differences: diffs.slice(0, 20).map((d) => `${d.key}: ${d.have} rule(s), want ${d.want}`), total: diffs.length }, 'firewall rules restored');
+      this.lastRestoreFailed = false;
+      this.log.warn({ ...this.idsOf(diffs), differences: diffs.slice(0, 20).map((d) => `${d.key}: ${d.have} rule(s), want ${d.want}`), total: diffs.length }, 'firewall rules restored');
     } catch (err) {
-      this.log.error({ err }, 'firewall restore failed');
+      this.restoreFailures++;
+      this.lastRestoreFailed = true;
+      this.lastError = errText(err);
+      this.log.error({ ...this.idsOf(diffs), err }, 'firewall restore failed');
     } finally {
       this.resyncing = false;
     }
   }
+}
+
+function errText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
 }

@@ -99,6 +99,9 @@ export interface FirewallBackend extends FirewallPlanner {
   verify(state: FirewallState, changing: () => ReadonlySet<string> | null): Promise<CensusDifference[] | null>;
   /** what reconciliation reports about our rules against `state` */
   diff(state: FirewallState, dryRun: boolean): Promise<DriftFinding[]>;
-  /** remove all our rules, chains and hooks (uninstall, or a clean stop with no network left) */
-  remove(): Promise<string[]>;
+  /**
+   * Remove all our rules, chains and hooks (uninstall); returns what it removed, or with dryRun
+   * what it would remove, removing nothing.
+   */
+  remove(dryRun?: boolean): Promise<string[]>;
 }

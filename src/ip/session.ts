@@ -20,7 +20,7 @@ import { renderIpLine } from './lines.js';
 const END_LINE = `${renderIpLine({ op: 'fail-marker' })}\n`;
 
 /** Counters for this thread's sessions (tests check that batches really share a process). */
-export const ipSessionStats = { starts: 0, batches: 0, answeredBeforeIp: 0 };
+export const ipSessionStats = { starts: 0, restarts: 0, batches: 0, answeredBeforeIp: 0 };
 
 export interface SessionResult {
   /** failures of this batch, numbered from 1 within the script */
@@ -62,8 +62,9 @@ export class IpSession extends ToolSession<SessionResult> {
     return r.died || r.failures.length > 0 || r.unattributed !== '';
   }
 
-  protected override onStart(): void {
+  protected override onStart(restart: boolean): void {
     ipSessionStats.starts++;
+    if (restart) ipSessionStats.restarts++;
   }
 
   protected override onRun(): void {

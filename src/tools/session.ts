@@ -36,6 +36,8 @@ export abstract class ToolSession<R> {
   private busy = false;
   private endWhenIdle = false;
   private linesRead = 0;
+  /** how often this session has started its tool (a start after the first is a restart) */
+  private launches = 0;
   /** output of the current tool not yet consumed by a unit */
   protected stdoutText = '';
   protected stderrText = '';
@@ -123,7 +125,7 @@ export abstract class ToolSession<R> {
   }
 
   private launch(): StreamingTool {
-    this.onStart();
+    this.onStart(this.launches++ > 0);
     this.stdoutText = '';
     this.stderrText = '';
     this.linesRead = 0;
@@ -167,7 +169,8 @@ export abstract class ToolSession<R> {
     return false;
   }
 
-  protected onStart(): void {}
+  /** The tool starts; `restart`: this session had one before (replaced after a failure, a death, its line budget or a bridge change). */
+  protected onStart(_restart: boolean): void {}
   protected onRun(): void {}
   protected onStop(): void {}
 }

@@ -2,7 +2,9 @@
 // event loop that answers dockerd never builds large scripts or parses large outputs.
 // Results are plain data ({ ok, message }); errors never cross the thread boundary as classes.
 import { workerData } from 'node:worker_threads';
-import { isFirewallOnly, type BatchRequest, type BatchResponse, type OpResult, type OpWork } from '../batching/work.js';
+import { isFirewallOnly, type BatchRequest, type BatchResponse, type FailureKind, type OpResult, type OpWork, type SessionRestarts } from '../batching/work.js';
+import { restoreSessionStats } from '../firewall/iptables/session.js';
+import { ipSessionStats } from '../ip/session.js';
 import type { FirewallChange, FwWork } from '../firewall/types.js';
 import { applyIpWork, noteBridgeEpoch } from '../ip/apply.js';
 import type { IpWork } from '../ip/plan.js';
@@ -38,6 +40,7 @@ export default async function run(task: WorkerTask): Promise<WorkerReply> {
 
 interface Outcome {
   readonly failed: Map<number, string>;
+  readonly kinds: Map<number, FailureKind>;
   ipSpawns: number;
   fwSpawns: number;
   ipMs: number;
@@ -50,7 +53,21 @@ async function applyFw(works: readonly FwWork[], env: WorkerEnv, out: Outcome): 
   const r = await env.firewall.apply(works);
   out.fwMs += performance.now() - t;
   out.fwSpawns += r.spawns;
-  for (const [id, m] of r.failed) out.failed.set(id, m);
+  for (const [id, m] of r.failed) fail(out, id, m, 'firewall');
+}
+
+function fail(out: Outcome, opId: number, message: string, kind: FailureKind): void {
+  out.failed.set(opId, message);
+  out.kinds.set(opId, kind);
+}
+
+/** Restarts of this thread's tool sessions since the last answer (see SessionRestarts). */
+const reported = { ip: 0, iptablesRestore: 0 };
+function sessionRestarts(): SessionRestarts {
+  const d = { ip: ipSessionStats.restarts - reported.ip, iptablesRestore: restoreSessionStats.restarts - reported.iptablesRestore };
+  reported.ip = ipSessionStats.restarts;
+  reported.iptablesRestore = restoreSessionStats.restarts;
+  return d;
 }
 
 async function flushFor(ops: readonly OpWork[], env: WorkerEnv, failed: ReadonlyMap<number, string>): Promise<void> {
@@ -72,7 +89,7 @@ async function flushFor(ops: readonly OpWork[], env: WorkerEnv, failed: Readonly
 export async function runBatch(req: BatchRequest, env: WorkerEnv): Promise<BatchResponse> {
   const t0 = performance.now();
   noteBridgeEpoch(req.bridgeEpoch);
-  const out: Outcome = { failed: new Map(), ipSpawns: 0, fwSpawns: 0, ipMs: 0, fwMs: 0 };
+  const out: Outcome = { failed: new Map(), kinds: new Map(), ipSpawns: 0, fwSpawns: 0, ipMs: 0, fwMs: 0 };
   const track1 = req.ops.filter(isFirewallOnly);
   const track2 = req.ops.filter((o) => !isFirewallOnly(o));
 
@@ -91,14 +108,14 @@ export async function runBatch(req: BatchRequest, env: WorkerEnv): Promise<Batch
     const ipWorks: IpWork[] = track2.flatMap((o) => (o.ip && o.ip.length > 0 && !out.failed.has(o.opId) ? [{ opId: o.opId, ops: o.ip }] : []));
     const ipr = await applyIpWork(ipWorks, req.linkGroup, env.tool);
     out.ipSpawns += ipr.spawns;
-    for (const [id, m] of ipr.failed) out.failed.set(id, m);
+    for (const [id, m] of ipr.failed) fail(out, id, m, 'ip');
     out.ipMs += performance.now() - tIp;
     for (const o of track2) {
       if (out.failed.has(o.opId) || !o.sysctls) continue;
       for (const sc of o.sysctls) {
         const err = await env.tool.sysctl(sc);
         if (err !== null) {
-          out.failed.set(o.opId, err);
+          fail(out, o.opId, err, 'sysctl');
           break;
         }
       }
@@ -111,8 +128,8 @@ export async function runBatch(req: BatchRequest, env: WorkerEnv): Promise<Batch
 
   const results: OpResult[] = req.ops.map((o) => {
     const m = out.failed.get(o.opId);
-    return m === undefined ? { opId: o.opId, ok: true } : { opId: o.opId, ok: false, message: m };
+    return m === undefined ? { opId: o.opId, ok: true } : { opId: o.opId, ok: false, message: m, kind: out.kinds.get(o.opId) ?? 'ip' };
   });
   const { ipMs, fwMs, ipSpawns, fwSpawns } = out;
-  return { batchId: req.batchId, results, timings: { ipMs, fwMs, totalMs: performance.now() - t0, ipSpawns, fwSpawns } };
+  return { batchId: req.batchId, results, timings: { ipMs, fwMs, totalMs: performance.now() - t0, ipSpawns, fwSpawns }, sessionRestarts: sessionRestarts() };
 }

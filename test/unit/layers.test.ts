@@ -24,6 +24,7 @@ export const LAYERS: readonly (readonly string[])[] = [
   ['workers'],
   ['scheduler'],
   ['engine'],
+  ['metrics'],
   ['api', 'cni'],
   ['server.ts'],
   ['cli'],

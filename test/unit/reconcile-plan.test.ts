@@ -161,3 +161,13 @@ test('an endpoint parked and unjoined for ABANDONED_AFTER_MS is removed; joined 
   const inContainer = planReconcile({ networks: [net], endpoints: [epRec('e3', 'veth0000003')], intents: [], ownerGroup: MARK, kernel: { links: new Map([[BR, healthyBridge], ['veth0000003', link('veth0000003', 'veth', BR)]]) }, joined: new Set(), parkedSince: new Map([['e3', 0]]), now });
   assert.deepEqual([inContainer.parked, inContainer.deleteEndpoints], [[], []]);
 });
+
+test('findings name the network and endpoint they concern (for log lines and metrics)', () => {
+  const p = plan({ endpoints: [epRec('e9', 'veth0000009')], links: [link(BR, 'bridge', null, ['198.18.20.1/24'], false)] });
+  const vanished = p.findings.find((f) => f.kind === 'endpoint-vanished');
+  assert.deepEqual([vanished?.networkId, vanished?.endpointId], [spec.id, 'e9']);
+  const down = p.findings.find((f) => f.kind === 'bridge-down');
+  assert.deepEqual([down?.networkId, down?.endpointId], [spec.id, undefined], 'a bridge finding names its network');
+  const undone = plan({ intents: [intent(5, [{ kind: 'endpoint-create', endpointId: 'e7', networkId: spec.id, host: 'veth0000007', peer: 'veth00000ff' }])], links: [healthyBridge] }).findings[0];
+  assert.deepEqual([undone?.networkId, undone?.endpointId], [spec.id, 'e7'], 'an unbooked endpoint of an intent too');
+});

@@ -486,7 +486,7 @@ describe('Batcher', () => {
   test('missing results are failures', async () => {
     const run: BatchRunner = async (req) => ({ batchId: req.batchId, results: [], timings: { ipMs: 0, fwMs: 0, totalMs: 0, ipSpawns: 0, fwSpawns: 0 } });
     const b = new Batcher(run, hooks({ before: [], after: [] }), { batchMax: 10, windowMs: 1, maxInFlight: 1 });
-    assert.deepEqual(await b.submit(entry('a')), { opId: 1, ok: false, message: 'no result from worker' });
+    assert.deepEqual(await b.submit(entry('a')), { opId: 1, ok: false, message: 'no result from worker', kind: 'worker' });
   });
 
   test('hooks: beforeRun gets the intents before the runner; afterRun the changes of the batch', async () => {
@@ -544,7 +544,7 @@ describe('Batcher', () => {
       { batchMax: 10, windowMs: 1, maxInFlight: 1 },
     );
     const r = await b.submit(entry('a'));
-    assert.deepEqual(r, { opId: 1, ok: false, message: 'batch 1: could not write the books: disk full' });
+    assert.deepEqual(r, { opId: 1, ok: false, message: 'batch 1: could not write the books: disk full', kind: 'books' });
   });
 
   test('a settle that throws fails only its own request, and is reported (not swallowed)', async () => {
@@ -568,7 +568,7 @@ describe('Batcher', () => {
     const [a, broken, c] = await Promise.all(ps);
     assert.equal(a?.ok, true);
     assert.equal(c?.ok, true);
-    assert.deepEqual(broken, { opId: 3, ok: false, message: 'batch 2: internal error while booking the result: books out of step' });
+    assert.deepEqual(broken, { opId: 3, ok: false, message: 'batch 2: internal error while booking the result: books out of step', kind: 'internal' });
     assert.deepEqual(reported, [[2, 'books out of step']]);
     assert.deepEqual(after[1], [{ deleteNetworks: ['a'] }, { deleteNetworks: ['c'] }], 'the failed settle books nothing');
   });

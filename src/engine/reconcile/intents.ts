@@ -22,7 +22,7 @@ function resolveIntentItem(st: PlanState, it: Intent['items'][number], batch: nu
       }
       // Only a veth with our mark: the name may have been someone else's all along ("File exists").
       if (st.ours(it.host)) st.vethDeletes.add(it.host);
-      st.note('intent-undone', it.endpointId, `endpoint creation was interrupted (batch ${batch}): never booked; its veth ${it.host} ${st.act('is removed if present', 'would be removed if present')}`);
+      st.note('intent-undone', it.endpointId, `endpoint creation was interrupted (batch ${batch}): never booked; its veth ${it.host} ${st.act('is removed if present', 'would be removed if present')}`, { networkId: it.networkId, endpointId: it.endpointId });
       return;
     }
     case 'endpoint-delete': {
@@ -60,7 +60,7 @@ function resolveIntentItem(st: PlanState, it: Intent['items'][number], batch: nu
       } else {
         st.releaseUserBridge(it.bridge, it.addrs ?? [], it.restoreDown === true);
       }
-      st.note('intent-undone', it.networkId, `network creation was interrupted (batch ${batch}): never booked; ${it.createdBridge === true ? `bridge ${it.bridge} ${st.act('removed if present', 'would be removed if present')}` : `addresses we added to ${it.bridge} ${st.act('removed', 'would be removed')}`}`);
+      st.note('intent-undone', it.networkId, `network creation was interrupted (batch ${batch}): never booked; ${it.createdBridge === true ? `bridge ${it.bridge} ${st.act('removed if present', 'would be removed if present')}` : `addresses we added to ${it.bridge} ${st.act('removed', 'would be removed')}`}`, { networkId: it.networkId });
       return;
     }
     case 'network-delete': {
@@ -77,7 +77,7 @@ function resolveIntentItem(st: PlanState, it: Intent['items'][number], batch: nu
       } else {
         st.releaseUserBridge(booked.spec.bridge, booked.addedAddrs, booked.restoreDown === true);
       }
-      st.note('intent-finished', it.networkId, `network deletion was interrupted (batch ${batch}): ${st.act('finished', 'would be finished')} (${eps.length} endpoint(s), bridge ${booked.spec.bridge})`);
+      st.note('intent-finished', it.networkId, `network deletion was interrupted (batch ${batch}): ${st.act('finished', 'would be finished')} (${eps.length} endpoint(s), bridge ${booked.spec.bridge})`, { networkId: it.networkId });
       return;
     }
   }

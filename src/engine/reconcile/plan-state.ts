@@ -5,7 +5,7 @@ import { renderIpLine, type IpLine } from '../../ip/lines.js';
 import { RECONCILE_LINK_GROUP } from '../../ip/ops.js';
 import { normAddr, type KernelLink } from '../../ip/read.js';
 import type { EndpointRecord, NetworkRecord } from '../../state/records.js';
-import type { Finding, FindingKind, ReconcileInput, ReconcilePlan } from './types.js';
+import type { Finding, FindingIds, FindingKind, ReconcileInput, ReconcilePlan } from './types.js';
 
 /** Working state of one planning run: the books as they will be, the fixes so far. */
 export class PlanState {
@@ -43,8 +43,18 @@ export class PlanState {
     return this.link(name)?.group === this.input.ownerGroup;
   }
 
-  note(kind: FindingKind, subject: string, detail: string): void {
-    this.findings.push({ kind, subject, detail });
+  /** A finding; the ids it concerns are looked up from its subject unless given. */
+  note(kind: FindingKind, subject: string, detail: string, ids: FindingIds = this.idsOf(subject)): void {
+    this.findings.push({ kind, subject, detail, ...ids });
+  }
+
+  /** The network and endpoint a subject (an id, a bridge or a host veth of the books) names. */
+  idsOf(subject: string): FindingIds {
+    const { networks, endpoints } = this.input;
+    const ep = endpoints.find((e) => e.id === subject || e.host === subject);
+    if (ep !== undefined) return { networkId: ep.networkId, endpointId: ep.id };
+    const net = networks.find((n) => n.spec.id === subject || n.spec.bridge === subject);
+    return net === undefined ? {} : { networkId: net.spec.id };
   }
 
   /** "removed" in a real run, "would remove" in a dry run. */

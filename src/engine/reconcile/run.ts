@@ -31,6 +31,8 @@ export interface ReconcileTarget {
 export interface ReconcileOptions {
   /** report only; change nothing */
   readonly dryRun?: boolean;
+  /** what started it (for status and metrics; default `demand`) */
+  readonly trigger?: 'start' | 'timer' | 'demand';
 }
 
 async function readKernel(t: ReconcileTarget): Promise<KernelSnapshot> {
@@ -136,8 +138,18 @@ export async function reconcile(t: ReconcileTarget, opts: ReconcileOptions = {})
   const booksChanged = applyBookChanges(t, plan);
   findings.push(...(await fixFirewall(t, booksChanged)));
   const report: ReconcileReport = { findings, applied: true, ...counts, ms: performance.now() - t0 };
-  if (t.log !== null && findings.length > 0) t.log.warn({ findings }, `reconcile: ${findings.length} finding(s)`);
+  if (t.log !== null) logFindings(t.log, findings);
   return report;
+}
+
+/** One line per finding, with the network and endpoint it concerns: error for a failed fix, warn otherwise. */
+function logFindings(log: Logger, findings: readonly Finding[]): void {
+  for (const f of findings) {
+    const ids = { ...(f.networkId === undefined ? {} : { networkId: f.networkId }), ...(f.endpointId === undefined ? {} : { endpointId: f.endpointId }) };
+    const line = { kind: f.kind, subject: f.subject, ...ids };
+    if (f.kind === 'error') log.error(line, `reconcile: fix failed: ${f.detail}`);
+    else log.warn(line, `reconcile: ${f.detail}`);
+  }
 }
 
 /** Endpoints parked now keep their first sighting; the others are forgotten. */

@@ -48,7 +48,12 @@ export interface Finding {
   readonly subject: string;
   /** what was found and what is (or would be) done about it */
   readonly detail: string;
+  /** the network and endpoint it concerns, when it concerns one (for logs and metrics) */
+  readonly networkId?: string;
+  readonly endpointId?: string;
 }
+
+export type FindingIds = Pick<Finding, 'networkId' | 'endpointId'>;
 
 export interface ReconcilePlan {
   readonly findings: Finding[];

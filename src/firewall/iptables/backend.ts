@@ -58,7 +58,7 @@ export class IptablesBackend implements FirewallBackend {
     return out;
   }
 
-  remove(): Promise<string[]> {
-    return removeFirewall(this.env);
+  remove(dryRun = false): Promise<string[]> {
+    return removeFirewall(this.env, dryRun);
   }
 }

@@ -25,7 +25,7 @@ import { ToolSession, type UnitSpan } from '../../tools/session.js';
 import type { ToolResult } from '../../tools/spawn.js';
 
 /** Counters for this thread (tests check that transactions really share a process). */
-export const restoreSessionStats = { starts: 0, transactions: 0 };
+export const restoreSessionStats = { starts: 0, restarts: 0, transactions: 0 };
 
 const LINE_NO = /\bline:? (\d+)/gi;
 
@@ -52,8 +52,9 @@ export class RestoreSession extends ToolSession<ToolResult> {
     return this.exchange(payload + this.marker, countLines(payload) + 1);
   }
 
-  protected override onStart(): void {
+  protected override onStart(restart: boolean): void {
     restoreSessionStats.starts++;
+    if (restart) restoreSessionStats.restarts++;
   }
 
   protected override onRun(): void {

@@ -36,7 +36,7 @@ export async function syncFirewall(state: FirewallState, env: ToolEnv): Promise<
  * no network left); returns what it removed. Rules of others are never touched: hooks are
  * deleted as exact rules, and only chains of ours are flushed and deleted.
  */
-export async function removeFirewall(env: ToolEnv): Promise<string[]> {
+export async function removeFirewall(env: ToolEnv, dryRun = false): Promise<string[]> {
   const removed: string[] = [];
   for (const family of [4, 6] as const) {
     const save = await readSave(env, family);
@@ -59,7 +59,7 @@ export async function removeFirewall(env: ToolEnv): Promise<string[]> {
     for (const c of present) lines.push({ table: c.table, line: `:${c.chain} - [0:0]` });
     for (const c of present) lines.push({ table: c.table, line: `-X ${c.chain}` });
     if (present.length > 0) removed.push(`IPv${family}: ${present.length} chain(s) of ours with their rules`);
-    await restore(env, family, lines, "remove batchbridge's firewall rules");
+    if (!dryRun) await restore(env, family, lines, "remove batchbridge's firewall rules");
   }
   return removed;
 }
