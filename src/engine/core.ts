@@ -73,7 +73,7 @@ export class EngineCore {
   ) {
     this.books.load(deps.store.loadNetworks(), deps.store.loadEndpoints());
     this.ownerGroup = deps.store.ownerGroup();
-    for (const e of this.books.endpoints.values()) this.ports.restore(e.id, e.mappings);
+    for (const e of this.books.endpoints.values()) this.ports.restore(e.id, e.mappings, e.sandbox === undefined);
     this.keeper = new BookKeeper(deps.store, deps.log);
     this.pipelines = new Pipelines((req) => deps.exec.runBatch({ ...req, bridgeEpoch: this.bridgeEpoch }), this.keeper.hooks(), opts, this.keeper.firstBatchId);
   }
