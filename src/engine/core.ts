@@ -75,7 +75,7 @@ export class EngineCore {
   ) {
     this.books.load(deps.store.loadNetworks(), deps.store.loadEndpoints());
     this.ownerGroup = deps.store.ownerGroup();
-    for (const e of this.books.endpoints.values()) this.ports.restore(e.id, e.mappings);
+    for (const e of this.books.endpoints.values()) this.ports.restore(e.id, e.mappings, e.sandbox === undefined);
     this.keeper = new BookKeeper(deps.store, deps.log);
     const run = async (req: Parameters<KernelExecutor['runBatch']>[0]): ReturnType<KernelExecutor['runBatch']> => {
       const r = await deps.exec.runBatch({ ...req, bridgeEpoch: this.bridgeEpoch });

@@ -3,7 +3,10 @@
 // take the first free port; HostPort 0 takes an ephemeral port round-robin from
 // ip_local_port_range. Like Docker without its userland proxy, each TCP/UDP binding also holds a
 // listening socket on the host, so a port already used by a host program fails the request and a
-// port we hold cannot be taken by another program later.
+// port we hold cannot be taken by another program later. CNI attachments (an endpoint with a
+// sandbox) hold no socket, as the reference portmap plugin holds none: a runtime that reserves
+// host ports does it itself right after the ADD — Podman binds every published port for conmon and
+// fails the container with EADDRINUSE if the port is held (test/e2e/podman-batchbridge.test.ts).
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
@@ -59,6 +62,8 @@ async function hold(proto: Proto, family: 4 | 6, hostIp: string, port: number): 
   return { kind: 'udp', socket };
 }
 
+const NO_HOLDER: Holder = { kind: 'none' };
+
 function unhold(h: Holder): void {
   if (h.kind === 'tcp') h.server.close();
   else if (h.kind === 'udp') h.socket.close();
@@ -76,14 +81,15 @@ export class PortAllocator {
     return s;
   }
 
-  /** Re-reserve the ports of a booked endpoint after a restart. */
-  restore(endpointId: string, mappings: readonly PortMapping[]): void {
+  /** Re-reserve the ports of a booked endpoint after a restart (`sockets`: false for a CNI attachment). */
+  restore(endpointId: string, mappings: readonly PortMapping[], sockets = true): void {
     const held: Held[] = [];
     for (const m of mappings) {
       const key = `${m.hostIp}/${m.proto}`;
       this.taken(key).add(m.hostPort);
       const entry: Held = { key, port: m.hostPort, holder: { kind: 'none' } };
       held.push(entry);
+      if (!sockets) continue;
       // Take the listening socket back, best effort: the DNAT rule is what carries traffic.
       hold(m.proto, m.family, m.hostIp, m.hostPort).then(
         (h) => {
@@ -129,7 +135,7 @@ export class PortAllocator {
         }
         for (const c of copies) {
           const key = `${c.hostIp}/${r.proto}`;
-          const { port, holder } = await this.pick(key, r, c.family, c.hostIp);
+          const { port, holder } = await this.pick(key, r, c.family, c.hostIp, ep.sandbox === undefined);
           held.push({ key, port, holder });
           mappings.push({ proto: r.proto, family: c.family, hostIp: c.hostIp, hostPort: port, containerIp: c.containerIp, containerPort: r.containerPort });
         }
@@ -145,12 +151,12 @@ export class PortAllocator {
     return mappings;
   }
 
-  private async pick(key: string, r: PortRequest, family: 4 | 6, hostIp: string): Promise<{ port: number; holder: Holder }> {
+  private async pick(key: string, r: PortRequest, family: 4 | 6, hostIp: string, sockets: boolean): Promise<{ port: number; holder: Holder }> {
     const taken = this.taken(key);
     const show = family === 6 ? `[${hostIp}]` : hostIp;
     if (r.hostPort !== 0 && r.hostPort === r.hostPortEnd) {
       if (taken.has(r.hostPort)) throw new PortAllocatedError(`Bind for ${show}:${r.hostPort} failed: port is already allocated`);
-      const holder = await this.tryHold(r.proto, family, hostIp, r.hostPort);
+      const holder = sockets ? await this.tryHold(r.proto, family, hostIp, r.hostPort) : NO_HOLDER;
       if (holder === null) throw new PortAllocatedError(`Bind for ${show}:${r.hostPort} failed: port is already in use by another program on the host`);
       taken.add(r.hostPort);
       return { port: r.hostPort, holder };
@@ -168,7 +174,7 @@ export class PortAllocator {
     for (let i = 0; i < span; i++) {
       const port = lo + ((start + i) % span);
       if (taken.has(port)) continue;
-      const holder = await this.tryHold(r.proto, family, hostIp, port);
+      const holder = sockets ? await this.tryHold(r.proto, family, hostIp, port) : NO_HOLDER;
       if (holder === null) {
         if (++attempts >= (ephemeral ? 10 : span)) break;
         continue;

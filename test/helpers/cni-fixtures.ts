@@ -52,9 +52,10 @@ export function referenceConflist(o: ReferenceConflistOptions): string {
 }
 
 /**
- * A plugin `dir/type` that records each call (CNI_* variables and stdin) under `logDir` and then
- * execs `target` with the same stdin. Files: <logDir>/<ns>.<pid>.<type>.env and .in (ns =
- * nanoseconds, so they sort by time).
+ * A plugin `dir/type` that records each call (CNI_* variables and stdin) under `logDir`, runs
+ * `target` with the same stdin and records its stdout and exit status, which it passes on (stderr
+ * goes straight through). Files: <logDir>/<ns>.<pid>.<type>.env, .in, .out, .rc (ns =
+ * nanoseconds, so they sort by time; .rc is written last).
  */
 export async function recorderPlugin(dir: string, type: string, target: string, logDir: string): Promise<string> {
   await mkdir(logDir, { recursive: true });
@@ -64,7 +65,11 @@ export async function recorderPlugin(dir: string, type: string, target: string, 
     `f=${logDir}/$(date +%s%N).$$.${type}`,
     'env | grep "^CNI_" > "$f.env"',
     'cat > "$f.in"',
-    `exec ${target} < "$f.in"`,
+    `${target} < "$f.in" > "$f.out"`,
+    'rc=$?',
+    'cat "$f.out"',
+    'echo $rc > "$f.rc"',
+    'exit $rc',
     '',
   ].join('\n'));
   await chmod(path, 0o755);
@@ -103,6 +108,9 @@ export interface RecordedCall {
   plugin: string;
   env: Record<string, string>;
   stdin: string;
+  /** The plugin's stdout and exit status; rc is null while the call is still running. */
+  stdout: string;
+  rc: number | null;
 }
 
 /** The calls a recorderPlugin logged, oldest first. */
@@ -114,13 +122,18 @@ export function readRecordings(logDir: string): RecordedCall[] {
       const i = line.indexOf('=');
       if (i > 0) env[line.slice(0, i)] = line.slice(i + 1);
     }
-    let stdin = '';
-    try {
-      stdin = readFileSync(join(logDir, n.replace(/\.env$/, '.in')), 'utf8');
-    } catch {
-      /* the call was still being recorded */
-    }
-    return { file: n, plugin: n.split('.').slice(2, -1).join('.'), env, stdin };
+    const part = (ext: string): string | null => {
+      try {
+        return readFileSync(join(logDir, n.replace(/\.env$/, ext)), 'utf8');
+      } catch {
+        return null; // the call was still being recorded
+      }
+    };
+    const rc = part('.rc');
+    return {
+      file: n, plugin: n.split('.').slice(2, -1).join('.'), env,
+      stdin: part('.in') ?? '', stdout: part('.out') ?? '', rc: rc === null ? null : Number(rc.trim()),
+    };
   });
 }
 

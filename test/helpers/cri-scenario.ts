@@ -1,8 +1,9 @@
 // The containerd CRI scenario, for any CNI plugin dir + conflist: N concurrent RunPodSandbox with a
 // host port each, pods reaching each other, the gateway and an external peer, each host port
 // answering the peer, then Stop + Remove leaving nothing; every plugin of the conflist recorded,
-// and what containerd sent checked. Run with the reference chain by test/e2e/cri-harness.test.ts;
-// batchbridge's test plugs in its bin dir and conflist.
+// what containerd sent checked, and every call's exit status 0 (the second DEL of a pod included).
+// Run with the reference chain by test/e2e/cri-harness.test.ts and with batchbridge by
+// test/e2e/cri-batchbridge.test.ts (its daemon in the namespace given as `host`).
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
@@ -11,7 +12,7 @@ import type { TestContext } from 'node:test';
 import { makeTempDir, type Scope } from './cleanup.js';
 import { conflistTypes, readRecordings, recordingPluginDir, type RecordedCall } from './cni-fixtures.js';
 import { startContainerd } from './containerd.js';
-import { createExternalPeer, createNetns, ipLinks, iptablesSave } from './netns.js';
+import { createExternalPeer, createNetns, ipLinks, iptablesSave, type ExternalPeer, type Netns } from './netns.js';
 import { httpGet, inNetns, podListeners } from './pod-net.js';
 
 export interface CriScenarioOptions {
@@ -24,8 +25,20 @@ export interface CriScenarioOptions {
   podAddress: RegExp;
   pods?: number;
   portBase?: number;
+  /** The namespace containerd runs in (and the plugin's daemon, if it has one); default: a new one. */
+  host?: Netns;
+  /** Checks while the pods run (after the reachability checks). */
+  whileRunning?: (pods: readonly RunningPod[], ext: ExternalPeer) => Promise<void>;
   /** Names of what the plugin still holds after Stop + Remove (IPAM leases, ...): must be empty. */
   leftovers?: () => Promise<string[]>;
+}
+
+export interface RunningPod {
+  id: string;
+  i: number;
+  ip: string;
+  netns: string;
+  hostPort: number;
 }
 
 export interface Recorded extends RecordedCall {
@@ -51,7 +64,7 @@ function podConfig(i: number, network: string, dir: string, cgroupParent: string
 export async function criScenario(t: TestContext, scope: Scope, o: CriScenarioOptions): Promise<CriScenarioResult> {
   const n = o.pods ?? 8;
   const port0 = o.portBase ?? 18080;
-  const host = scope.add(await createNetns({ prefix: 'bbt-cri' }));
+  const host = o.host ?? scope.add(await createNetns({ prefix: 'bbt-cri' }));
   const ext = scope.add(await createExternalPeer(host));
   const work = scope.add(await makeTempDir('bbt-crirec-'));
   const logDir = join(work.path, 'calls');
@@ -70,7 +83,7 @@ export async function criScenario(t: TestContext, scope: Scope, o: CriScenarioOp
     assert.equal(st.status.state, 'SANDBOX_READY');
     const ip = st.status.network?.ip ?? '';
     assert.match(ip, o.podAddress, `pod${i} address`);
-    return { id, i, ip, netns: (await ctd.cri.podNetns(id)).netns };
+    return { id, i, ip, netns: (await ctd.cri.podNetns(id)).netns, hostPort: port0 + i };
   }));
   assert.equal(new Set(pods.map((p) => p.ip)).size, n, 'distinct addresses');
 
@@ -85,6 +98,7 @@ export async function criScenario(t: TestContext, scope: Scope, o: CriScenarioOp
   const listeners = scope.add(await podListeners(pods.map((p) => ({ netns: p.netns, body: `pod ${p.i}` })), www));
   for (const p of pods) assert.match(await httpGet(ext.peer, ext.hostAddr, port0 + p.i), new RegExp(`pod ${p.i}\\b`), `host port ${port0 + p.i}`);
   await listeners.close();
+  await o.whileRunning?.(pods, ext);
 
   const t1 = Date.now();
   await Promise.all(ids.map(async (id) => {
@@ -132,6 +146,9 @@ function checkContainerdCalls(calls: Recorded[], pods: ReadonlyArray<{ id: strin
     assert.ok(del1?.conf['prevResult'], 'the first DEL carries the cached result');
     assert.equal(del2?.env['CNI_NETNS'], '', 'the second DEL comes after the namespace is gone');
     assert.equal(del2?.conf['prevResult'], undefined);
+    // Each call's own exit status, not inferred from what containerd answered the CRI call.
+    assert.deepEqual(mine.map((r) => [r.env['CNI_COMMAND'], r.plugin, r.rc, r.rc === 0 ? '' : r.stdout]),
+      mine.map((r) => [r.env['CNI_COMMAND'], r.plugin, 0, '']), `pod${p.i}: every plugin call succeeded`);
     const pm = mine.find((r) => r.env['CNI_COMMAND'] === 'ADD' && (r.conf['capabilities'] as Record<string, boolean> | undefined)?.['portMappings'] === true);
     assert.deepEqual((pm?.conf['runtimeConfig'] as { portMappings?: unknown } | undefined)?.portMappings,
       [{ HostPort: port0 + p.i, ContainerPort: 80, Protocol: 'tcp', HostIP: '' }], 'capitalised port mapping keys');

@@ -1,8 +1,9 @@
 // The Podman scenario, for any CNI plugin dir + conflist: `podman network ls` lists the network
 // (VERSION probes answered), `podman run -d --network NET -p PORT:80` serves the external peer
 // through the host port, `podman rm -f` leaves nothing; every plugin of the conflist recorded and
-// what Podman sent checked. Run with the reference chain by test/e2e/podman-harness.test.ts;
-// batchbridge's test plugs in its bin dir and conflist.
+// what Podman sent checked, every call's exit status 0. Run with the reference chain by
+// test/e2e/podman-harness.test.ts and with batchbridge by test/e2e/podman-batchbridge.test.ts (its
+// daemon in the namespace given as `host`).
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
@@ -10,9 +11,9 @@ import type { TestContext } from 'node:test';
 import { makeTempDir, type Scope } from './cleanup.js';
 import { conflistTypes, readRecordings, recordingPluginDir } from './cni-fixtures.js';
 import type { Recorded } from './cri-scenario.js';
-import { createExternalPeer, createNetns, ipLinks, iptablesSave } from './netns.js';
+import { createExternalPeer, createNetns, ipLinks, iptablesSave, type Netns } from './netns.js';
 import { httpGet } from './pod-net.js';
-import { startPodman } from './podman.js';
+import { startPodman, type Podman } from './podman.js';
 import { eventually } from './proc.js';
 
 export interface PodmanScenarioOptions {
@@ -20,13 +21,25 @@ export interface PodmanScenarioOptions {
   conflist: string;
   podAddress: RegExp;
   port?: number;
+  /** The namespace Podman runs in (and the plugin's daemon, if it has one); default: a new one. */
+  host?: Netns;
+  /** Checks while the container runs (after its port answered): its address and netns. */
+  whileRunning?: (c: { id: string; ip: string; netns: string }) => Promise<void>;
   /** Names of what the plugin still holds after `podman rm` (IPAM leases, ...): must be empty. */
   leftovers?: () => Promise<string[]>;
 }
 
-export async function podmanScenario(t: TestContext, scope: Scope, o: PodmanScenarioOptions): Promise<Recorded[]> {
+export interface PodmanScenarioResult {
+  calls: Recorded[];
+  /** The Podman instance, still usable (the caller's scope stops it). */
+  podman: Podman;
+  /** Where the recorders log (readRecordings), for calls made after the scenario. */
+  logDir: string;
+}
+
+export async function podmanScenario(t: TestContext, scope: Scope, o: PodmanScenarioOptions): Promise<PodmanScenarioResult> {
   const port = o.port ?? 18085;
-  const host = scope.add(await createNetns({ prefix: 'bbt-pod' }));
+  const host = o.host ?? scope.add(await createNetns({ prefix: 'bbt-pod' }));
   const ext = scope.add(await createExternalPeer(host));
   const work = scope.add(await makeTempDir('bbt-podrec-'));
   const logDir = join(work.path, 'calls');
@@ -50,6 +63,7 @@ export async function podmanScenario(t: TestContext, scope: Scope, o: PodmanScen
     return b;
   }, { timeoutMs: 10_000 });
   assert.match(body, /^HTTP\/1\.[01] 200/);
+  await o.whileRunning?.({ id: web.id, ip, netns: web.netns });
 
   const t1 = Date.now();
   await pm.podmanOk(['rm', '-f', '-t', '0', 'web']);
@@ -67,6 +81,7 @@ export async function podmanScenario(t: TestContext, scope: Scope, o: PodmanScen
     assert.ok(probe, `VERSION probe of ${ty}`);
     assert.deepEqual(probe.env, { CNI_COMMAND: 'VERSION', CNI_CONTAINERID: '', CNI_NETNS: 'dummy', CNI_IFNAME: 'dummy', CNI_ARGS: '', CNI_PATH: 'dummy' });
     assert.equal(probe.stdin, '{"cniVersion":"1.0.0"}');
+    assert.equal(probe.rc, 0, `VERSION of ${ty} answered`);
   }
   const mine = calls.filter((r) => r.env['CNI_CONTAINERID'] === web.id);
   assert.deepEqual(mine.map((r) => `${r.env['CNI_COMMAND']} ${String(r.conf['type'])}`),
@@ -81,5 +96,7 @@ export async function podmanScenario(t: TestContext, scope: Scope, o: PodmanScen
   const del = mine[types.length];
   assert.ok(del?.conf['prevResult'], 'DEL carries the cached result');
   assert.equal(del?.env['CNI_NETNS'], web.netns);
-  return calls;
+  assert.deepEqual(mine.map((r) => [r.env['CNI_COMMAND'], r.plugin, r.rc, r.rc === 0 ? '' : r.stdout]),
+    mine.map((r) => [r.env['CNI_COMMAND'], r.plugin, 0, '']), 'every plugin call for the container succeeded');
+  return { calls, podman: pm, logDir };
 }
