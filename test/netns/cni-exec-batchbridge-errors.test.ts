@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { networkIdFor } from '../../src/cni/net-config.js';
 import { Scope, testScope } from '../helpers/cleanup.js';
-import type { CniError, Json, JsonObject, NetConfList, RuntimeConf } from '../helpers/cni-exec.js';
+import type { CniError, Json, NetConfList, RuntimeConf } from '../helpers/cni-exec.js';
 import type { Netns } from '../helpers/netns.js';
 import {
   bbConflist, booksOf, cniDaemon, cniFailure, execRaw, newPod, snapshot, stdinOf, withVersion, type CniDaemon,
@@ -44,8 +44,9 @@ async function unchanged(pods: readonly Netns[], body: () => Promise<void>): Pro
 
 /** The list with `extra` merged into its plugin entry (and another network name). */
 function variant(name: string, extra: Record<string, Json>, base: NetConfList = list): NetConfList {
-  const conf = JSON.parse(base.bytes) as { plugins: JsonObject[] } & JsonObject;
-  return { ...base, name, plugins: [{ ...base.plugins[0]!, raw: { ...conf.plugins[0], ...extra } }] };
+  const [plugin] = base.plugins;
+  assert.ok(plugin !== undefined);
+  return { ...base, name, plugins: [{ ...plugin, raw: { ...plugin.raw, ...extra } }] };
 }
 
 test('missing or invalid CNI_* variables: code 4, naming the variable', { timeout: 30_000 }, async (t) => {
