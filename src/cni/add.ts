@@ -8,7 +8,7 @@ import type { AddressRange } from '../domain/address-range.js';
 import type { NetworkSpec } from '../domain/network-spec.js';
 import type { RequestedBinding } from '../domain/publishing.js';
 import type { Engine } from '../engine/engine.js';
-import { CniEnvironmentError, EndpointExistsError } from '../errors.js';
+import { BbError, CniEnvironmentError, EndpointExistsError } from '../errors.js';
 import type { SandboxRoute } from '../ip/ops.js';
 import type { EndpointRecord } from '../state/records.js';
 import type { CniContext } from './context.js';
@@ -42,7 +42,13 @@ function chooseAddresses(engine: Engine, req: AddRequest, spec: NetworkSpec, ipa
     const range = net.ipam.ranges.find((r) => r.family === family);
     if (range === undefined) return null;
     if (requested !== null) return `${requested}/${range.subnet.prefix}`;
-    return cidrText(engine.addresses.pick(net.id, rangeOf(range, spec)));
+    try {
+      return cidrText(engine.addresses.pick(net.id, rangeOf(range, spec)));
+    } catch (err) {
+      // The allocator names the network by its engine id; a CNI user knows it by name.
+      if (err instanceof BbError) err.message = err.message.split(net.id).join(JSON.stringify(net.name));
+      throw err;
+    }
   };
   const ipv4 = pick(4, req.options.ipv4) as string; // checkIpamResult / parseNetConfig: always IPv4
   return resolveAddresses(spec, { ipv4, ipv6: pick(6, req.options.ipv6), mac: req.options.mac, names: { ipv4: 'IPv4 address', ipv6: 'IPv6 address' } });

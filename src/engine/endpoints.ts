@@ -11,6 +11,7 @@ import type { PublishRequest } from '../domain/publishing.js';
 import { AddressInUseError, BridgeFullError, EndpointExistsError, EndpointNotFoundError, KernelError, NetworkNotFoundError } from '../errors.js';
 import type { EndpointRecord, NetworkRecord } from '../state/records.js';
 import type { EngineCore } from './core.js';
+import { endpointName, networkName } from './network-names.js';
 import { makeSandboxVeth, makeVeth, type SandboxRequest } from './veths.js';
 
 export type { SandboxRequest } from './veths.js';
@@ -125,7 +126,7 @@ export class Endpoints {
     for (const until = Date.now() + core.opts.holderVanishWaitMs; state === 'alive' && Date.now() < until; state = this.holderState(holder)) {
       await sleep(20);
     }
-    const what = `Address ${address.slice(0, address.indexOf('/'))} is in use by endpoint ${holder.id} on network ${spec.id}`;
+    const what = `Address ${address.slice(0, address.indexOf('/'))} is in use by ${endpointName(holder)} on ${networkName(spec.id, core.books.networks.get(spec.id))}`;
     if (state === 'alive') throw new AddressInUseError(`${what}: it is joined to a container`);
     if (state === 'young') throw new AddressInUseError(`${what}: it was created ${Date.now() - holder.createdAt} ms ago and is not joined yet; retry later`);
     if (core.lanes.busy(holder.networkId, holder.id)) throw new AddressInUseError(`${what}: an operation on it is in progress; retry shortly`);

@@ -10,6 +10,7 @@ import type { NetworkRecord } from '../state/records.js';
 import type { EngineCore } from './core.js';
 import { toFwNetwork } from './firewall-state.js';
 import type { Endpoints } from './endpoints.js';
+import { networkName } from './network-names.js';
 
 /** What the books also say about a network, beyond its spec. */
 export interface NetworkLabel {
@@ -40,22 +41,22 @@ export class Networks {
         if (diff === null) return;
         throw new NetworkExistsError(`network ${spec.id} exists with a different configuration (${diff})`);
       }
-      this.checkConflicts(spec);
+      this.checkConflicts(spec, label);
       const existing = await this.probeLink(spec.bridge);
       if (existing !== null && existing.kind !== 'bridge') throw new NetworkConflictError(`existing interface ${spec.bridge} is not a bridge`);
       await this.build(spec, existing, label);
     });
   }
 
-  private checkConflicts(spec: NetworkSpec): void {
+  private checkConflicts(spec: NetworkSpec, label: NetworkLabel): void {
     for (const other of this.core.books.networks.values()) {
       const reason = conflictReason(spec, other.spec);
       if (reason !== null) {
-        throw new NetworkConflictError(`cannot create network ${spec.id} (${spec.bridge}): conflicts with network ${other.spec.id} (${other.spec.bridge}): ${reason}`);
+        throw new NetworkConflictError(`cannot create ${networkName(spec.id, label)} (${spec.bridge}): conflicts with ${networkName(other.spec.id, other)} (${other.spec.bridge}): ${reason}`);
       }
     }
     if (this.core.books.isNameTaken(spec.bridge)) {
-      throw new NetworkConflictError(`cannot create network ${spec.id}: interface name ${spec.bridge} is in use by an endpoint of batchbridge`);
+      throw new NetworkConflictError(`cannot create ${networkName(spec.id, label)}: interface name ${spec.bridge} is in use by an endpoint of batchbridge`);
     }
   }
 

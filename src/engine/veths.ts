@@ -84,6 +84,9 @@ export async function makeSandboxVeth(core: EngineCore, spec: NetworkSpec, base:
     if (r.ok) return;
     lastError = r.message ?? 'unknown error';
     if (!/File exists/i.test(lastError)) break;
+    // The pair was made and the clash came while setting it up in the pod (ip/sandbox.ts: an
+    // address or route the pod holds already, e.g. a second default route): no name clash.
+    if (lastError.startsWith('failed to configure ')) break;
     // "File exists" names the host end (then fresh names help) or the container end.
     if (!core.deps.exec.linkPresent(host)) throw new EndpointExistsError(`interface ${sb.ifName} already exists in ${sb.netns}`);
   }
