@@ -17,9 +17,11 @@
 // For batchbridge the CPU per pod is printed too: the executables the harness ran (netns add/del
 // and the plugin calls) and the daemon's (its own, and that of the ip/iptables it ran).
 //
-//   unshare --net node dist/bench/cni-pods.js [--total 400] [--concurrency 32] [--repeats 1]
+//   unshare --net node dist/bench/cni-pods.js [--total 400] [--concurrency 32] [--threads 4] [--repeats 1]
 //       [--variants netns,noop,reference,batchbridge[,batchbridge-node]] [--plugin CONFLIST]...
 //       [--cni-path DIR] [--cri] [--cri-total 64] [--cri-concurrency 32] [--daemon-stats FILE]
+// --threads: the harness starts processes from this many threads (bench/cni-pod-threads.ts says
+// why: one thread was the harness's own limit), `concurrency` pods at a time in all.
 // --daemon-stats: batchbridge's daemon (the exec variants') writes its batch statistics there
 // when it stops (bench/batch-stats.ts: batches, sizes, ip and iptables-restore runs per pipeline).
 //
@@ -33,19 +35,22 @@ import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { isInitNetns } from '../scripts/load/run.js';
 import { closeAll, makeTempDir, type Resource } from '../test/helpers/cleanup.js';
-import { CniExec, parseConflist, type NetConfList, type RuntimeConf } from '../test/helpers/cni-exec.js';
+import { parseConflist } from '../test/helpers/cni-exec.js';
 import { noopPlugin, referenceConflist, referencePluginDir, REFERENCE_PLUGINS } from '../test/helpers/cni-fixtures.js';
 import { startContainerd } from '../test/helpers/containerd.js';
 import { createNetns, type Netns } from '../test/helpers/netns.js';
-import { randomHex, run, runSync, sleep } from '../test/helpers/proc.js';
+import { randomHex, run, sleep } from '../test/helpers/proc.js';
+import { PodThreads, pool, removeLeftNamespaces } from './cni-pod-threads.js';
 import { startBenchDaemon, type BenchDaemon, type DaemonCpu } from './cni-daemon.js';
 import { loadavg } from './lib.js';
 
 interface Variant {
   label: string;
-  /** undefined: namespace add/del only */
-  list: NetConfList | undefined;
-  cni: CniExec;
+  /** null: namespace add/del only */
+  conflist: string | null;
+  /** plugin dirs */
+  path: readonly string[];
+  cacheDir: string;
   /** batchbridge's daemon, whose CPU is reported */
   daemon?: BenchDaemon;
   /** netns, noop, reference: what the others are compared with */
@@ -59,6 +64,10 @@ interface RunStats {
   delMs: number;
   /** CPU per pod, ms: the executables this harness waited for (netns add/del, plugins) */
   execCpuMs: number;
+  /** CPU per pod, ms: this harness itself (starting those, libcni's work) */
+  harnessCpuMs: number;
+  /** share of the time the harness's threads' event loops were busy: near 1, the harness is the limit */
+  harnessBusy: number;
   /** CPU per pod, ms: the daemon itself, its tool launchers, and the tools it ran */
   daemon: DaemonCpu | undefined;
 }
@@ -72,76 +81,29 @@ function childCpuMs(): number {
   return (Number(f[13]) + Number(f[14])) * TICK_MS;
 }
 
-const live = new Set<string>();
-process.on('exit', () => { for (const n of live) runSync(['ip', 'netns', 'del', n]); });
+/** tags of this run's pod namespaces (bbbench-<tag>-<n>), removed at exit if a run failed */
+const tags = new Set<string>();
+process.on('exit', () => removeLeftNamespaces(tags));
 
-async function netnsAdd(name: string): Promise<void> {
-  live.add(name);
-  const r = await run(['ip', 'netns', 'add', name]);
-  if (r.code !== 0) throw new Error(`ip netns add ${name}: ${r.stderr.trim()}`);
-}
-
-async function netnsDel(name: string): Promise<void> {
-  const r = await run(['ip', 'netns', 'del', name]);
-  if (r.code !== 0) throw new Error(`ip netns del ${name}: ${r.stderr.trim()}`);
-  live.delete(name);
-}
-
-/** `n` tasks, `concurrency` at a time; the first error stops new starts and is rethrown. */
-async function pool(n: number, concurrency: number, task: (i: number) => Promise<void>): Promise<void> {
-  let next = 0;
-  let failed: unknown;
-  const worker = async () => {
-    while (failed === undefined && next < n) {
-      const i = next++;
-      try {
-        await task(i);
-      } catch (e) {
-        failed ??= e;
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(concurrency, n) }, worker));
-  if (failed !== undefined) throw failed;
-}
-
-async function lifecycles(v: Variant, total: number, concurrency: number, portBase: number): Promise<RunStats> {
+async function lifecycles(threads: PodThreads, v: Variant, total: number, concurrency: number, portBase: number): Promise<RunStats> {
   const tag = randomHex(3);
-  let addMs = 0;
-  let delMs = 0;
+  tags.add(tag);
   const cpu0 = childCpuMs();
   const d0 = v.daemon?.cpuMs();
+  const own0 = process.cpuUsage();
   const t0 = performance.now();
-  await pool(total, concurrency, async (i) => {
-    const name = `bbbench-${tag}-${i}`;
-    await netnsAdd(name);
-    if (v.list !== undefined) {
-      const id = `${tag}${i.toString().padStart(6, '0')}`;
-      const rt: RuntimeConf = {
-        containerId: id,
-        netns: `/run/netns/${name}`,
-        ifName: 'eth0',
-        args: [['IgnoreUnknown', '1'], ['K8S_POD_NAMESPACE', 'bench'], ['K8S_POD_NAME', `pod${i}`], ['K8S_POD_INFRA_CONTAINER_ID', id]],
-        // containerd's keys (Podman's are lowercase; Go decodes either)
-        capabilityArgs: { portMappings: [{ HostPort: portBase + (i % 10_000), ContainerPort: 80, Protocol: 'tcp', HostIP: '' }] },
-      };
-      const a = performance.now();
-      await v.cni.addList(v.list, rt);
-      const b = performance.now();
-      await v.cni.delList(v.list, rt);
-      addMs += b - a;
-      delMs += performance.now() - b;
-    }
-    await netnsDel(name);
-  });
+  const r = await threads.run({ conflist: v.conflist, path: v.path, cacheDir: v.cacheDir, tag, portBase }, total, concurrency);
   const seconds = (performance.now() - t0) / 1000;
   const d1 = v.daemon?.cpuMs();
+  const own = process.cpuUsage(own0);
   return {
     podsPerSec: total / seconds,
     seconds,
-    addMs: addMs / total,
-    delMs: delMs / total,
+    addMs: r.addMs / total,
+    delMs: r.delMs / total,
     execCpuMs: (childCpuMs() - cpu0) / total,
+    harnessCpuMs: (own.user + own.system) / 1000 / total,
+    harnessBusy: r.busy,
     daemon: d0 === undefined || d1 === undefined ? undefined : { own: (d1.own - d0.own) / total, launchers: (d1.launchers - d0.launchers) / total, tools: (d1.tools - d0.tools) / total },
   };
 }
@@ -187,7 +149,7 @@ async function criVariant(label: string, setup: (host: Netns) => Promise<CriSetu
     const t0 = performance.now();
     await pool(total, concurrency, (i) => one(i + 1000));
     const seconds = (performance.now() - t0) / 1000;
-    return { podsPerSec: total / seconds, seconds, addMs: 0, delMs: 0, execCpuMs: 0, daemon: undefined };
+    return { podsPerSec: total / seconds, seconds, addMs: 0, delMs: 0, execCpuMs: 0, harnessCpuMs: 0, harnessBusy: 0, daemon: undefined };
   } finally {
     // containerd first (its teardown still calls the plugins), then the daemon, then the namespace
     const errors = await closeAll(resources);
@@ -202,6 +164,7 @@ interface Options {
   total: number;
   concurrency: number;
   repeats: number;
+  threads: number;
   variants: string[];
   plugins: Array<{ file: string; text: string }>;
   cniPath: string[];
@@ -215,6 +178,7 @@ function options(): Options | undefined {
       total: { type: 'string', default: '400' },
       concurrency: { type: 'string', default: '32' },
       repeats: { type: 'string', default: '1' },
+      threads: { type: 'string', default: '4' },
       variants: { type: 'string', default: 'netns,noop,reference,batchbridge' },
       plugin: { type: 'string', multiple: true, default: [] },
       'cni-path': { type: 'string', multiple: true, default: [] },
@@ -242,6 +206,7 @@ function options(): Options | undefined {
     total: num(values.total, 'total'),
     concurrency: num(values.concurrency, 'concurrency'),
     repeats: num(values.repeats, 'repeats'),
+    threads: num(values.threads, 'threads'),
     variants,
     plugins: values.plugin.map((file) => {
       const text = readFileSync(file, 'utf8');
@@ -272,7 +237,7 @@ async function noVethsLeft(label: string): Promise<void> {
 
 /** The variants, in the order given: baselines, batchbridge's (one daemon for both), --plugin lists. */
 async function buildVariants(o: Options, work: string, bin: string, resources: Resource[]): Promise<Variant[]> {
-  const cni = new CniExec({ path: [...o.cniPath, bin], cacheDir: join(work, 'cache') });
+  const common = { path: [...o.cniPath, bin], cacheDir: join(work, 'cache') };
   const reference = referenceConflist({ name: 'bench-ref', bridge: 'bbbench0', subnet: '198.18.128.0/22', dataDir: join(work, 'ipam') });
   let daemon: BenchDaemon | undefined;
   const bb = async (): Promise<BenchDaemon> => {
@@ -285,21 +250,22 @@ async function buildVariants(o: Options, work: string, bin: string, resources: R
   };
   const out: Variant[] = [];
   for (const v of o.variants) {
-    if (v === 'netns') out.push({ label: 'namespace add/del alone', list: undefined, cni, baseline: true });
-    else if (v === 'noop') out.push({ label: 'do-nothing plugin (sh)', list: parseConflist(NOOP_LIST), cni, baseline: true });
-    else if (v === 'reference') out.push({ label: 'reference chain (bridge+host-local+portmap)', list: parseConflist(reference), cni, baseline: true });
+    if (v === 'netns') out.push({ label: 'namespace add/del alone', conflist: null, ...common, baseline: true });
+    else if (v === 'noop') out.push({ label: 'do-nothing plugin (sh)', conflist: NOOP_LIST, ...common, baseline: true });
+    else if (v === 'reference') out.push({ label: 'reference chain (bridge+host-local+portmap)', conflist: reference, ...common, baseline: true });
     else {
       const d = await bb();
       const node = v === 'batchbridge-node';
       out.push({
         label: node ? 'batchbridge, Node forwarder' : 'batchbridge (C forwarder)',
-        list: parseConflist(d.conflist),
-        cni: new CniExec({ path: [node ? d.nodeBinDir : d.binDir, bin], cacheDir: join(work, 'cache') }),
+        conflist: d.conflist,
+        path: [node ? d.nodeBinDir : d.binDir, bin],
+        cacheDir: join(work, 'cache'),
         daemon: d,
       });
     }
   }
-  for (const p of o.plugins) out.push({ label: `${parseConflist(p.text).name} (${p.file})`, list: parseConflist(p.text), cni });
+  for (const p of o.plugins) out.push({ label: `${parseConflist(p.text).name} (${p.file})`, conflist: p.text, ...common });
   return out;
 }
 
@@ -308,21 +274,23 @@ async function execVariants(o: Options, work: string): Promise<void> {
   const bin = await referencePluginDir(join(work, 'bin'), REFERENCE_PLUGINS);
   await noopPlugin(bin, 'noop');
   const resources: Resource[] = [];
+  const threads = new PodThreads(o.threads);
   try {
     const variants = await buildVariants(o, work, bin, resources);
-    process.stdout.write(`cni-pods: ${o.total} pod lifecycles, ${o.concurrency} at a time, ${o.repeats} repeat(s); load average at start ${loadavg()}\n`);
+    process.stdout.write(`cni-pods: ${o.total} pod lifecycles, ${o.concurrency} at a time from ${o.threads} thread(s), ${o.repeats} repeat(s); load average at start ${loadavg()}\n`);
     const rates = new Map<string, number>();
     for (const v of variants) {
-      await lifecycles(v, Math.min(o.concurrency, o.total), o.concurrency, 40000); // warm-up
+      await lifecycles(threads, v, Math.min(o.concurrency, o.total), o.concurrency, 40000); // warm-up
       const runs: RunStats[] = [];
-      for (let r = 0; r < o.repeats; r++) runs.push(await lifecycles(v, o.total, o.concurrency, 20000));
+      for (let r = 0; r < o.repeats; r++) runs.push(await lifecycles(threads, v, o.total, o.concurrency, 20000));
       const m = median(runs.map((x) => x.podsPerSec));
       rates.set(v.label, m);
       const med = (f: (x: RunStats) => number) => fmt(median(runs.map(f)));
-      const lat = v.list === undefined ? '' : `  (mean ADD ${med((x) => x.addMs)} ms, DEL ${med((x) => x.delMs)} ms)`;
+      const lat = v.conflist === null ? '' : `  (mean ADD ${med((x) => x.addMs)} ms, DEL ${med((x) => x.delMs)} ms)`;
       process.stdout.write(`  ${v.label.padEnd(48)} ${fmt(m).padStart(7)} pods/s  [${runs.map((x) => fmt(x.podsPerSec)).join(', ')}]${lat}  load ${loadavg()}\n`);
       const daemon = v.daemon === undefined ? '' : `; daemon ${med((x) => x.daemon?.own ?? 0)} ms, its launchers ${med((x) => x.daemon?.launchers ?? 0)} ms, the tools it ran ${med((x) => x.daemon?.tools ?? 0)} ms`;
-      process.stdout.write(`  ${''.padEnd(48)} CPU per pod: executables run by the harness ${med((x) => x.execCpuMs)} ms${daemon}\n`);
+      const harness = `the harness ${med((x) => x.harnessCpuMs)} ms (event loop busy ${Math.round(median(runs.map((x) => x.harnessBusy)) * 100)} %)`;
+      process.stdout.write(`  ${''.padEnd(48)} CPU per pod: ${harness}, executables it ran ${med((x) => x.execCpuMs)} ms${daemon}\n`);
       if (v.daemon !== undefined) await noVethsLeft(v.label);
     }
     const base = rates.get('do-nothing plugin (sh)');
@@ -333,6 +301,7 @@ async function execVariants(o: Options, work: string): Promise<void> {
       if (ref !== undefined) process.stdout.write(`  ${v.label}: ${(m / ref).toFixed(1)}x the reference chain\n`);
     }
   } finally {
+    await threads.close();
     const errors = await closeAll(resources);
     for (const e of errors) process.stderr.write(`  clean-up: ${e.message}\n`);
   }
@@ -378,7 +347,7 @@ async function main(): Promise<void> {
     await execVariants(o, tmp.path);
     if (o.cri !== undefined) await criVariants(o, o.cri, join(tmp.path, 'cri'));
   } finally {
-    for (const n of [...live]) await netnsDel(n).catch(() => {});
+    removeLeftNamespaces(tags);
     await tmp.close();
   }
 }
