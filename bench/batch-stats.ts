@@ -44,7 +44,7 @@ if (out !== undefined && out !== '') {
     };
   };
   process.on('exit', () => {
-    // One summary per pipeline (the batchers of driver.ts), and all together.
+    // One summary per pipeline (the batchers of src/scheduler/pipelines.ts), and all together.
     const byLabel: Record<string, Record<string, number>> = { all: summarize(evs) };
     for (const label of new Set(evs.map((e) => e.label ?? 'batch'))) byLabel[label] = summarize(evs.filter((e) => (e.label ?? 'batch') === label));
     writeFileSync(out, `${JSON.stringify(byLabel, null, 2)}\n`);

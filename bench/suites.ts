@@ -25,7 +25,7 @@ export const BRIDGE = 'bbbench0';
 let seq = 0;
 
 function vethLine(host: string, peer: string): string {
-  // the plugin's own line (src/batching/plan-ip.ts)
+  // the plugin's own line (as src/ip/lines.ts renders a veth-add)
   return `link add name ${host} txqueuelen 0 master ${BRIDGE} up type veth peer name ${peer} txqueuelen 0`;
 }
 

@@ -9,6 +9,7 @@ import { createCniHandler } from './cni/adapter.js';
 import { checkCniSocketFree, startCniServer, type CniServer } from './cni/cni-server.js';
 import { DEFAULT_ENGINE_OPTIONS, type EngineOptions } from './engine/core.js';
 import { Engine } from './engine/engine.js';
+import { removeFirewallIfUnused } from './engine/firewall-teardown.js';
 import { createFirewall } from './firewall/index.js';
 import { claimPlugin, type PluginClaim } from './instance/claim.js';
 import type { PipelineTuning } from './scheduler/pipelines.js';
@@ -39,6 +40,8 @@ export interface ServeConfig {
   readonly directSpawn: boolean;
   /** the CNI socket served beside the Docker one, on the same engine; null: no CNI front end */
   readonly cniSocket?: string | null;
+  /** where sysctls are written (default /proc/sys; `serve --sysctl-dir`) */
+  readonly sysctlDir?: string;
 }
 
 export interface RunningServer {
@@ -58,10 +61,10 @@ interface Opened {
 /** The engine over its books, worker pool and firewall backend. */
 function openEngine(cfg: ServeConfig, log: Logger): Opened {
   const store = new SqliteStateStore(cfg.stateDir);
-  const exec = new PiscinaExecutor({ tools: cfg.tools, switches: cfg.switches, firewall: 'iptables', directSpawn: cfg.directSpawn }, cfg.workers);
+  const exec = new PiscinaExecutor({ tools: cfg.tools, switches: cfg.switches, firewall: 'iptables', directSpawn: cfg.directSpawn, ...(cfg.sysctlDir === undefined ? {} : { sysctlDir: cfg.sysctlDir }) }, cfg.workers);
   // The engine's own tool runs (probes, firewall reads, reconciliation) go through the pool too,
   // so the thread that answers requests never waits on a tool.
-  const tools = toolEnv(cfg.tools, cfg.switches, (file, args, input) => exec.exec(file, args, input));
+  const tools = toolEnv(cfg.tools, cfg.switches, (file, args, input) => exec.exec(file, args, input), (s) => writeSysctl(s, cfg.sysctlDir));
   const opts: EngineOptions = {
     ...DEFAULT_ENGINE_OPTIONS,
     ...cfg.tuning,
@@ -114,7 +117,7 @@ export async function startServer(cfg: ServeConfig, log: Logger): Promise<Runnin
 async function startClaimed(cfg: ServeConfig, log: Logger, claim: PluginClaim): Promise<RunningServer> {
   const { engine, exec, store } = openEngine(cfg, log);
   // Containers need forwarding in the namespace the plugin runs in (as dockerd --ip-forward).
-  const fwdErr = await writeSysctl({ path: 'net/ipv4/ip_forward', value: '1', optional: false });
+  const fwdErr = await writeSysctl({ path: 'net/ipv4/ip_forward', value: '1', optional: false }, cfg.sysctlDir);
   if (fwdErr !== null) throw new Error(`cannot enable IP forwarding: ${fwdErr}`);
   await engine.syncFirewall();
   log.info({ networks: engine.books.networks.size, endpoints: engine.books.endpoints.size }, 'books loaded, firewall in place');
@@ -153,13 +156,20 @@ async function startClaimed(cfg: ServeConfig, log: Logger, claim: PluginClaim): 
   let stopping: Promise<void> | null = null;
   const stop = (): Promise<void> => {
     stopping ??= (async () => {
-      watchdog.stop();
+      // A check in progress (Plugin.Activate starts one) must end before the pool closes.
+      const watchdogDone = watchdog.stop();
       stopReconciling();
       // Stop accepting, let in-flight requests finish (they wait for their batches). A DEL that
       // finds the CNI socket gone is spooled by the forwarder and done at the next start.
       const closed = Promise.all([app.close(), cni?.close()]);
       await engine.drain();
       await closed;
+      await watchdogDone;
+      // No network left: leave no rule of ours behind (`docker plugin rm` runs nothing of ours).
+      await removeFirewallIfUnused(engine).then(
+        (outcome) => log.info({ outcome }, 'firewall at stop'),
+        (err: unknown) => log.error({ err }, 'could not remove the firewall rules at stop'),
+      );
       await engine.close();
       await exec.close();
       store.close();

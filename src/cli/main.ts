@@ -11,6 +11,7 @@ import { printPorts } from './ports.js';
 import { runReconcile } from './reconcile.js';
 import { DEFAULT_ENGINE_OPTIONS } from '../engine/core.js';
 import { installService } from './install-service.js';
+import { packagePlugin } from './package-plugin.js';
 import { watchNpmParent } from './parent-watch.js';
 import { cniInstall } from '../cni/cli-install.js';
 import { DEFAULT_CNI_SOCKET } from '../cni/cni-server.js';
@@ -27,6 +28,8 @@ Usage:
                                    write a systemd unit running this plugin (see its --help)
   batchbridge cni-install [options]
                                    install the CNI plugin executable (and a conflist); --help
+  batchbridge package-plugin --out DIR [--name NAME]
+                                   build a Docker managed-plugin folder (see its --help)
   batchbridge --help               this text
 
 serve options:
@@ -48,6 +51,9 @@ serve options:
   --reconcile-interval-ms MS
                          how often to compare the kernel with the books and fix drift
                          (default: 60000; 0 = only at start and on demand)
+  --sysctl-dir DIR       where sysctls are written, DIR/net/... (default: /proc/sys); the managed
+                         plugin bind-mounts the host's /proc/sys/net under another DIR because
+                         its /proc/sys is read-only
   --firewall-check-ms MS how often the watchdog counts our firewall rules per chain and owner
                          against the books; a difference seen twice in a row is repaired by
                          rewriting our chains (default: 2000)
@@ -91,8 +97,9 @@ and it refuses when anything else holds them or serves the namespace):
   --json                 print the report as JSON
   It re-creates missing bridges and addresses of booked networks, re-enslaves detached veths,
   finishes or undoes work a crash interrupted, unbooks endpoints whose veth vanished, removes
-  orphan veths and bb-* bridges, and rewrites batchbridge's firewall chains when they drifted.
-  Exit status 1 when a fix failed.
+  veths and bridges that carry this plugin's ownership mark (a link group per set of books) but
+  that the books do not explain (never anything because of its name), and rewrites
+  batchbridge's firewall chains when they drifted. Exit status 1 when a fix failed.
 
 Environment (read once at start; for unusual installs, fault injection and measurements):
 ${environmentHelp()}
@@ -165,6 +172,7 @@ async function serve(args: string[]): Promise<number> {
       'log-level': { type: 'string' },
       'firewall-check-ms': { type: 'string' },
       'reconcile-interval-ms': { type: 'string' },
+      'sysctl-dir': { type: 'string' },
       'stale-endpoint-grace-ms': { type: 'string' },
       'headers-timeout-ms': { type: 'string' },
       'request-timeout-ms': { type: 'string' },
@@ -181,6 +189,8 @@ async function serve(args: string[]): Promise<number> {
   const level = values['log-level'] ?? 'info';
   if (!LEVELS.has(level)) throw new UsageError(`--log-level must be one of ${[...LEVELS].join(', ')}`);
   const log = createLogger(level as LevelWithSilent);
+  const sysctlDir = values['sysctl-dir'] ?? '/proc/sys';
+  if (!sysctlDir.startsWith('/')) throw new UsageError(`--sysctl-dir must be an absolute path, got ${JSON.stringify(sysctlDir)}`);
   const cfg = {
     name: checkName(values.name ?? 'batchbridge'),
     stateDir: values['state-dir'] ?? '/var/lib/batchbridge',
@@ -199,6 +209,7 @@ async function serve(args: string[]): Promise<number> {
     staleEndpointGraceMs: intFlag(values['stale-endpoint-grace-ms'], 'stale-endpoint-grace-ms', DEFAULT_ENGINE_OPTIONS.staleEndpointGraceMs, 0, 3_600_000),
     timeouts: timeoutFlags(values),
     cniSocket: cniSocketFlag(values['cni-socket'], values['no-cni'] === true),
+    sysctlDir,
     ...readEnvironment(),
   };
   const server = await startServer(cfg, log);
@@ -236,6 +247,8 @@ export async function main(argv: string[]): Promise<number> {
         return await installService(rest);
       case 'cni-install':
         return await cniInstall(rest);
+      case 'package-plugin':
+        return await packagePlugin(rest);
       case undefined:
       case 'help':
       case '--help':

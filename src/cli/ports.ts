@@ -1,9 +1,9 @@
 // `batchbridge ports`: asks the running plugin over its socket (undici) which bindings it made,
 // since dockerd cannot show a remote driver's bindings (`docker port` stays empty,
 // libnetwork#2451).
-import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Agent, request } from 'undici';
+import { resolvePluginSocket, socketBaseName } from './socket-lookup.js';
 import type { PortMapping } from '../domain/publishing.js';
 
 interface Binding {
@@ -26,12 +26,18 @@ export async function printPorts(args: string[]): Promise<number> {
     allowPositionals: false,
     options: { name: { type: 'string' }, 'socket-dir': { type: 'string' }, json: { type: 'boolean' } },
   });
-  const name = values.name ?? 'batchbridge';
-  if (!/^[a-z0-9][a-z0-9_.-]{0,63}$/.test(name)) {
-    process.stderr.write(`batchbridge: invalid --name ${JSON.stringify(name)}\n`);
+  const name = socketBaseName(values.name ?? 'batchbridge');
+  if (name === null) {
+    process.stderr.write(`batchbridge: invalid --name ${JSON.stringify(values.name)}\n`);
     return 2;
   }
-  const socketPath = join(values['socket-dir'] ?? '/run/docker/plugins', `${name}.sock`);
+  let socketPath: string;
+  try {
+    socketPath = resolvePluginSocket(values['socket-dir'] ?? '/run/docker/plugins', name);
+  } catch (err) {
+    process.stderr.write(`batchbridge: ${(err as Error).message}\n`);
+    return 1;
+  }
   const dispatcher = new Agent({ connect: { socketPath } });
   try {
     const res = await request('http://localhost/BatchBridge.Ports', { method: 'POST', body: '{}', dispatcher });

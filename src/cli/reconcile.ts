@@ -16,6 +16,7 @@ import { toolEnv } from '../tools/env.js';
 import { DEFAULT_TOOLS, type ToolPaths } from '../tools/paths.js';
 import { claimBooks } from '../instance/claim.js';
 import { describeInstance, stateDirHolder } from '../state/instance-lock.js';
+import { resolvePluginSocket, socketBaseName } from './socket-lookup.js';
 
 type Asked = { kind: 'answered'; report: ReconcileReport } | { kind: 'not-running' } | { kind: 'failed'; message: string };
 
@@ -65,13 +66,19 @@ export async function runReconcile(args: string[], tools: ToolPaths = DEFAULT_TO
       json: { type: 'boolean' },
     },
   });
-  const name = values.name ?? 'batchbridge';
-  if (!/^[a-z0-9][a-z0-9_.-]{0,63}$/.test(name)) {
-    process.stderr.write(`batchbridge: invalid --name ${JSON.stringify(name)}\n`);
+  const name = socketBaseName(values.name ?? 'batchbridge');
+  if (name === null) {
+    process.stderr.write(`batchbridge: invalid --name ${JSON.stringify(values.name)}\n`);
     return 2;
   }
   const stateDir = values['state-dir'] ?? '/var/lib/batchbridge';
-  const socketPath = join(values['socket-dir'] ?? '/run/docker/plugins', `${name}.sock`);
+  let socketPath: string;
+  try {
+    socketPath = resolvePluginSocket(values['socket-dir'] ?? '/run/docker/plugins', name);
+  } catch (err) {
+    process.stderr.write(`batchbridge: ${(err as Error).message}\n`);
+    return 1;
+  }
   const dryRun = values['dry-run'] === true;
 
   let report: ReconcileReport;
@@ -85,7 +92,8 @@ export async function runReconcile(args: string[], tools: ToolPaths = DEFAULT_TO
     report = asked.report;
     where = `running plugin at ${socketPath}`;
   } else {
-    // Opening a state dir without books would make every bb-* bridge look like an orphan.
+    // A state dir without books is most likely a wrong --state-dir: opening it would start new
+    // books, with an ownership mark of their own, and find nothing of ours to fix.
     if (!existsSync(join(stateDir, 'batchbridge.db'))) {
       process.stderr.write(`batchbridge: no books at ${stateDir} (batchbridge.db missing) and no plugin listening at ${socketPath}\n`);
       return 1;

@@ -60,24 +60,17 @@ export interface IpamFields {
   readonly where: string;
 }
 
-export interface NetworkFields {
+/** A network's options, by their domain names; a front end sets those its user gave. */
+export type NetworkOption =
+  | 'bridge' | 'mtu' | 'icc' | 'masquerade' | 'hostBindingIpv4' | 'hostIpv4' | 'inhibitIpv4'
+  | 'ifacePrefix' | 'internal' | 'enableIpv6' | 'gatewayModeIpv4' | 'gatewayModeIpv6' | 'defaultBridge';
+
+/** A network as a front end found it: its id, each option it was given, its addressing. */
+export type NetworkFields = { readonly [K in NetworkOption]?: OptionValue | undefined } & {
   readonly id: NetworkId;
-  readonly bridge?: OptionValue | undefined;
-  readonly mtu?: OptionValue | undefined;
-  readonly icc?: OptionValue | undefined;
-  readonly masquerade?: OptionValue | undefined;
-  readonly hostBindingIpv4?: OptionValue | undefined;
-  readonly hostIpv4?: OptionValue | undefined;
-  readonly inhibitIpv4?: OptionValue | undefined;
-  readonly ifacePrefix?: OptionValue | undefined;
-  readonly internal?: OptionValue | undefined;
-  readonly enableIpv6?: OptionValue | undefined;
-  readonly gatewayModeIpv4?: OptionValue | undefined;
-  readonly gatewayModeIpv6?: OptionValue | undefined;
-  readonly defaultBridge?: OptionValue | undefined;
   readonly ipv4: IpamFields | null;
   readonly ipv6: IpamFields | null;
-}
+};
 
 /** Go's strconv.ParseBool, which the built-in driver uses for every boolean option. */
 export function parseGoBool(key: string, value: unknown): boolean {

@@ -31,6 +31,15 @@ export interface ExposedPort {
   readonly port: number;
 }
 
+/**
+ * What an endpoint asks to publish: the bindings it requests and the ports it exposes (Docker's
+ * PortMap and ExposedPorts, CNI's portMappings). Requests carry it and the books keep it.
+ */
+export interface PublishRequest {
+  readonly requested: readonly RequestedBinding[];
+  readonly exposed: readonly ExposedPort[];
+}
+
 /** A binding's fields as a front end found them, not yet checked. */
 export interface RawBinding {
   readonly proto: unknown;

@@ -7,7 +7,7 @@ import { parseCidr } from '../domain/addr.js';
 import { cidrText, type EndpointAddresses } from '../domain/endpoint-spec.js';
 import type { EndpointId, NetworkId } from '../domain/names.js';
 import type { NetworkSpec } from '../domain/network-spec.js';
-import type { ExposedPort, RequestedBinding } from '../domain/publishing.js';
+import type { PublishRequest } from '../domain/publishing.js';
 import { AddressInUseError, BridgeFullError, EndpointExistsError, EndpointNotFoundError, KernelError, NetworkNotFoundError } from '../errors.js';
 import type { EndpointRecord, NetworkRecord } from '../state/records.js';
 import type { EngineCore } from './core.js';
@@ -18,13 +18,11 @@ export type { SandboxRequest } from './veths.js';
 /** A Linux bridge takes at most 1024 ports (BR_MAX_PORTS). */
 const BRIDGE_MAX_PORTS = 1024;
 
-export interface EndpointRequest {
+export interface EndpointRequest extends PublishRequest {
   readonly networkId: NetworkId;
   readonly endpointId: EndpointId;
   /** the endpoint's addresses on this network (called in the endpoint's lane; may throw) */
   readonly addresses: (spec: NetworkSpec) => EndpointAddresses;
-  readonly requested: readonly RequestedBinding[];
-  readonly exposed: readonly ExposedPort[];
   readonly sandbox?: SandboxRequest;
 }
 

@@ -2,16 +2,11 @@
 // firewall pipeline, and taking them away again.
 import type { EndpointId, NetworkId } from '../domain/names.js';
 import type { NetworkSpec } from '../domain/network-spec.js';
-import type { ExposedPort, PortMapping, RequestedBinding } from '../domain/publishing.js';
+import type { PortMapping, PublishRequest, RequestedBinding } from '../domain/publishing.js';
 import { KernelError, PortAllocatedError } from '../errors.js';
 import type { EndpointRecord } from '../state/records.js';
 import type { EngineCore } from './core.js';
 import { conntrackFor, type Endpoints } from './endpoints.js';
-
-export interface PublishRequest {
-  readonly requested: readonly RequestedBinding[];
-  readonly exposed: readonly ExposedPort[];
-}
 
 export interface Binding {
   readonly networkId: string;

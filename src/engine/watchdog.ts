@@ -19,6 +19,9 @@ export class FirewallWatchdog {
   private confirmTimer: NodeJS.Timeout | null = null;
   private checking = false;
   private resyncing = false;
+  private stopped = false;
+  /** the check running now: stop() waits for it, so the worker pool is not closed under it */
+  private running: Promise<void> | null = null;
   /** keys that differed in the last check, awaiting confirmation */
   private suspect: ReadonlySet<string> | null = null;
   /** how many times our chains were rewritten because rules were missing or extra */
@@ -36,16 +39,27 @@ export class FirewallWatchdog {
     this.timer.unref();
   }
 
-  stop(): void {
+  /** No more checks; resolves once a check in progress is over. */
+  async stop(): Promise<void> {
+    this.stopped = true;
     if (this.timer !== null) clearInterval(this.timer);
     if (this.confirmTimer !== null) clearTimeout(this.confirmTimer);
     this.timer = null;
     this.confirmTimer = null;
+    await this.running;
   }
 
   /** One check now (also called when dockerd activates the plugin). */
-  async check(): Promise<void> {
-    if (this.checking || this.resyncing) return;
+  check(): Promise<void> {
+    if (this.stopped || this.checking || this.resyncing) return Promise.resolve();
+    const p = this.checkOnce().finally(() => {
+      if (this.running === p) this.running = null;
+    });
+    this.running = p;
+    return p;
+  }
+
+  private async checkOnce(): Promise<void> {
     this.checking = true;
     let diffs: CensusDifference[] | null;
     try {

@@ -1,7 +1,7 @@
 // What the books hold. These records are serialized as JSON columns, so they stay plain data.
 import type { NetworkSpec } from '../domain/network-spec.js';
 
-import type { ExposedPort, PortMapping, RequestedBinding } from '../domain/publishing.js';
+import type { PortMapping, PublishRequest } from '../domain/publishing.js';
 
 export type { ExposedPort, PortMapping, Proto, RequestedBinding } from '../domain/publishing.js';
 
@@ -25,7 +25,8 @@ export interface EndpointSandbox {
   readonly netns: string;
 }
 
-export interface EndpointRecord {
+/** A booked endpoint; what it asked to publish (PublishRequest) is kept for a Program without ports. */
+export interface EndpointRecord extends PublishRequest {
   readonly id: string;
   readonly networkId: string;
   readonly host: string; // host-side veth, on the bridge
@@ -41,8 +42,6 @@ export interface EndpointRecord {
   /** the host end's MAC, when we chose it (CNI results report it) */
   readonly hostMac?: string;
   readonly joined: boolean;
-  readonly exposed: readonly ExposedPort[];
-  readonly requested: readonly RequestedBinding[];
   readonly mappings: readonly PortMapping[];
   readonly createdAt: number;
 }

@@ -4,10 +4,13 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import type { SysctlWrite } from '../domain/network-setup.js';
 
-/** Writes the value unless it is already set; returns an error text, or null on success. */
-export async function writeSysctl(s: SysctlWrite): Promise<string | null> {
+/**
+ * Writes the value unless it is already set; returns an error text, or null on success. `root` is
+ * /proc/sys, or where a managed plugin sees a writable copy of it (`serve --sysctl-dir`).
+ */
+export async function writeSysctl(s: SysctlWrite, root = '/proc/sys'): Promise<string | null> {
   if (!/^[A-Za-z0-9_./-]+$/.test(s.path) || s.path.includes('..')) return `refusing sysctl path ${s.path}`;
-  const full = `/proc/sys/${s.path}`;
+  const full = `${root}/${s.path}`;
   try {
     if ((await readFile(full, 'utf8')).trim() !== s.value) await writeFile(full, s.value);
     return null;

@@ -4,7 +4,8 @@ import { createFirewall, type FirewallKind } from '../firewall/index.js';
 import type { FirewallBackend } from '../firewall/types.js';
 import { toolEnv, type Switches, type SysctlWriter, type ToolEnv, type ToolRunner } from '../tools/env.js';
 import type { ToolPaths } from '../tools/paths.js';
-import { setDirectSpawn } from '../tools/spawn.js';
+import { runTool, setDirectSpawn } from '../tools/spawn.js';
+import { writeSysctl } from '../tools/sysctl.js';
 
 /** Plain data: structured-cloned into each worker thread. */
 export interface WorkerConfig {
@@ -13,6 +14,8 @@ export interface WorkerConfig {
   readonly firewall: FirewallKind;
   /** start tools directly instead of through a launcher process (a measurement switch) */
   readonly directSpawn: boolean;
+  /** where sysctls are written (default /proc/sys; `serve --sysctl-dir`) */
+  readonly sysctlDir?: string;
 }
 
 export interface WorkerEnv {
@@ -22,6 +25,8 @@ export interface WorkerEnv {
 
 export function workerEnv(cfg: WorkerConfig, fakes?: { run: ToolRunner; sysctl: SysctlWriter }): WorkerEnv {
   setDirectSpawn(cfg.directSpawn);
-  const tool = fakes === undefined ? toolEnv(cfg.tools, cfg.switches) : toolEnv(cfg.tools, cfg.switches, fakes.run, fakes.sysctl);
+  const tool = fakes === undefined
+    ? toolEnv(cfg.tools, cfg.switches, runTool, (s) => writeSysctl(s, cfg.sysctlDir))
+    : toolEnv(cfg.tools, cfg.switches, fakes.run, fakes.sysctl);
   return { tool, firewall: createFirewall(cfg.firewall, tool) };
 }

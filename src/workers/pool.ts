@@ -27,7 +27,7 @@ export class PiscinaExecutor implements KernelExecutor {
       maxThreads: threads,
       idleTimeout: 60_000,
       // A batch task mostly waits on its child processes, so a thread can carry a veth batch and
-      // a firewall batch (two pipelines, see driver.ts) at once instead of queueing one.
+      // a firewall batch (separate pipelines, see scheduler/pipelines.ts) at once instead of queueing one.
       concurrentTasksPerWorker: 4,
       // A thread that dies (crash injection, OOM) is replaced by piscina; the task that was on
       // it rejects, so its batch's requests get errors instead of hanging.

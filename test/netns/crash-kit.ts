@@ -4,7 +4,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, openSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
@@ -134,7 +134,7 @@ export interface PluginOptions {
 
 /** Its own CNI socket beside the plugin socket, unless the test chose. */
 function cniArgs(o: PluginOptions): string[] {
-  return (o.extraArgs ?? []).some((a) => a === '--cni-socket' || a === '--no-cni') ? [] : ['--cni-socket', join(o.socketDir, `${o.name}-cni.sock`)];
+  return (o.extraArgs ?? []).some((a) => a === '--cni-socket' || a === '--no-cni') ? [] : ['--cni-socket', join(dirname(o.logPath), `${o.name}-cni.sock`)];
 }
 
 /** Start `batchbridge serve` in this namespace and wait until it answers Plugin.Activate. */

@@ -57,7 +57,7 @@ test('ip dying mid-batch and iptables-restore failing: only affected requests fa
 
   // 2. iptables-restore fails: Program fails, nothing half-installed, then works again.
   writeFileSync(flagFw, '');
-  // The thread's iptables-restore session (src/workers/restore-session.ts) was started before
+  // The thread's iptables-restore session (src/firewall/iptables/session.ts) was started before
   // the flag: kill it, as a crash would, so the next transaction starts the failing wrapper.
   const sessions = processTree(plugin.pid).filter((pid) => cmdlineOf(pid).some((a) => a.endsWith('iptables-restore')));
   assert.ok(sessions.length >= 1, 'the plugin keeps an iptables-restore session');

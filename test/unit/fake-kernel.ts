@@ -31,6 +31,15 @@ export interface FakeLink {
   addrs: string[];
   group: number;
   mac: string | null;
+  /** a veth whose peer is in a pod's namespace: that namespace's path */
+  peerNetns?: string;
+  hairpin?: boolean;
+}
+
+/** A pod's network namespace (CNI): its interfaces and routes. */
+export interface FakePod {
+  links: Map<string, FakeLink>;
+  routes: Array<{ dst: string; via: string | null; dev: string }>;
 }
 
 export interface Faults {
@@ -50,6 +59,8 @@ export class FakeKernel implements KernelExecutor {
   /** "4 nat BB-POSTROUTING -s …" → how many copies */
   readonly rules = new Map<string, number>();
   readonly sysctls = new Map<string, string>();
+  /** pod namespaces by path (CNI_NETNS) */
+  readonly pods = new Map<string, FakePod>();
   readonly batches: BatchRequest[] = [];
   readonly scripts: string[] = [];
   readonly execs: Array<{ file: string; args: readonly string[] }> = [];
@@ -73,6 +84,24 @@ export class FakeKernel implements KernelExecutor {
   /** A link that exists before the test (a user's bridge, someone else's veth). */
   addLink(name: string, kind: FakeLink['kind'], addrs: string[] = []): void {
     this.links.set(name, { name, kind, master: null, up: false, mtu: 1500, txqlen: 1000, peer: null, addrs: [...addrs], group: 0, mac: null });
+  }
+
+  addPod(path: string): FakePod {
+    const pod: FakePod = { links: new Map(), routes: [] };
+    this.pods.set(path, pod);
+    return pod;
+  }
+
+  pod(path: string): FakePod {
+    const p = this.pods.get(path);
+    assert.ok(p, `no pod namespace ${path}`);
+    return p;
+  }
+
+  /** The namespace dies: its interfaces go, and with them their veths' host ends. */
+  removePod(path: string): void {
+    this.pods.delete(path);
+    for (const l of [...this.links.values()]) if (l.peerNetns === path) this.links.delete(l.name);
   }
 
   link(name: string): FakeLink {
@@ -123,7 +152,14 @@ export class FakeKernel implements KernelExecutor {
     this.execs.push({ file, args: [...args] });
     await new Promise((r) => setImmediate(r));
     const a = args.join(' ');
+    const inPod = podCall(file, args);
+    if (inPod !== null) return this.runInPod(inPod.path, inPod.args.join(' '), input ?? '');
     if (file === 'ip') {
+      const show = /^-j link show dev (\S+)$/.exec(a);
+      if (show !== null) {
+        const l = this.links.get(show[1] as string);
+        return l === undefined ? fail(`Device "${show[1] ?? ''}" does not exist.\n`) : ok(JSON.stringify([this.linkJson(l)]));
+      }
       if (a === '-force -batch -') return this.ipBatch(input ?? '');
       if (a === '-j -d addr show' || a === '-j link show') return ok(JSON.stringify([...this.links.values()].map((l) => this.linkJson(l))));
       const dev = /^-j -d addr show dev (\S+)$/.exec(a);
@@ -156,6 +192,7 @@ export class FakeKernel implements KernelExecutor {
     return {
       ifindex: 2,
       ifname: l.name,
+      ...(l.mac === null ? {} : { address: l.mac }),
       flags: l.up ? ['UP'] : [],
       mtu: l.mtu,
       group: l.group === 0 ? 'default' : String(l.group),
@@ -163,6 +200,64 @@ export class FakeKernel implements KernelExecutor {
       ...(l.kind === 'other' ? {} : { linkinfo: { info_kind: l.kind } }),
       addr_info: addrInfo,
     };
+  }
+
+  // ----------------------------------------------------------------- pods
+
+  private runInPod(path: string, a: string, input: string): ToolResult {
+    const pod = this.pods.get(path);
+    if (pod === undefined) return fail(`Cannot open network namespace "${path}": No such file or directory\n`, 255);
+    if (a === '-force -batch -') {
+      this.scripts.push(`[${path}]\n${input}`);
+      let stderr = '';
+      input
+        .slice(0, -1)
+        .split('\n')
+        .forEach((line, i) => {
+          const err = this.faults.ipLine?.(`[pod] ${line}`) ?? this.podLine(pod, line);
+          if (err !== null) stderr += `${err}\nCommand failed -:${i + 1}\n`;
+        });
+      return { exitCode: stderr === '' ? 0 : 1, stdout: '', stderr, spawnError: null };
+    }
+    const dev = /^-j addr show dev (\S+)$/.exec(a);
+    if (dev !== null) {
+      const l = pod.links.get(dev[1] as string);
+      return l === undefined ? fail(`Device "${dev[1] ?? ''}" does not exist.\n`) : ok(JSON.stringify([this.linkJson(l)]));
+    }
+    if (a === '-j route show' || a === '-6 -j route show') {
+      const v6 = a.startsWith('-6');
+      const routes = pod.routes.filter((r) => r.dst.includes(':') === v6).map((r) => ({ dst: r.dst === '0.0.0.0/0' || r.dst === '::/0' ? 'default' : r.dst, ...(r.via === null ? {} : { gateway: r.via }), dev: r.dev }));
+      return ok(JSON.stringify(routes));
+    }
+    assert.fail(`the fake kernel does not know, in a pod: ip ${a}`);
+  }
+
+  private podLine(pod: FakePod, line: string): string | null {
+    let m: RegExpExecArray | null;
+    const noDev = (n: string) => `Cannot find device "${n}"`;
+    if ((m = /^address add (\S+) dev (\S+)( nodad)?$/.exec(line))) {
+      const l = pod.links.get(m[2] as string);
+      if (l === undefined) return noDev(m[2] as string);
+      assert.equal(m[3] !== undefined, (m[1] as string).includes(':'), 'nodad exactly for IPv6 addresses');
+      if (l.addrs.includes(m[1] as string)) return 'RTNETLINK answers: File exists';
+      l.addrs.push(m[1] as string);
+      return null;
+    }
+    if ((m = /^link set dev (\S+) up$/.exec(line))) {
+      const l = pod.links.get(m[1] as string);
+      if (l === undefined) return noDev(m[1] as string);
+      l.up = true;
+      return null;
+    }
+    if ((m = /^route add (\S+)(?: via (\S+))? dev (\S+)$/.exec(line))) {
+      const l = pod.links.get(m[3] as string);
+      if (l === undefined) return noDev(m[3] as string);
+      if (!l.up) return 'Error: Nexthop device is not up.';
+      if (pod.routes.some((r) => r.dst === m?.[1])) return 'RTNETLINK answers: File exists';
+      pod.routes.push({ dst: m[1] as string, via: m[2] ?? null, dev: m[3] as string });
+      return null;
+    }
+    assert.fail(`the fake ip does not understand, in a pod: ${JSON.stringify(line)}`);
   }
 
   // ----------------------------------------------------------------- iptables
@@ -236,6 +331,24 @@ export class FakeKernel implements KernelExecutor {
       this.links.set(peer, { name: peer, kind: 'veth', master: null, up: false, mtu, txqlen: 0, peer: host, addrs: [], group: 0, mac: null });
       return null;
     }
+    if ((m = /^link add name (\S+)(?: group (\d+))? address ([0-9a-f:]{17})(?: mtu (\d+))? txqueuelen 0 master (\S+) up type veth peer name (\S+) address ([0-9a-f:]{17})(?: mtu (\d+))? txqueuelen 0 netns (\S+)$/.exec(line))) {
+      const [, host, group, hostMac, mtu1, master, peer, peerMac, mtu2, netns] = m as unknown as [string, string, string | undefined, string, string | undefined, string, string, string, string | undefined, string];
+      assert.equal(mtu1, mtu2, 'both veth ends get the same MTU');
+      const pod = this.pods.get(netns);
+      if (pod === undefined) return `Error: argument "${netns}" is wrong: Invalid "netns" value`;
+      if (!this.links.has(master)) return noDev(master);
+      if (this.links.has(host) || pod.links.has(peer)) return 'RTNETLINK answers: File exists';
+      const mtu = mtu1 === undefined ? 1500 : Number(mtu1);
+      this.links.set(host, { name: host, kind: 'veth', master, up: true, mtu, txqlen: 0, peer, addrs: [], group: group === undefined ? 0 : Number(group), mac: hostMac, peerNetns: netns });
+      pod.links.set(peer, { name: peer, kind: 'veth', master: null, up: false, mtu, txqlen: 0, peer: host, addrs: [], group: 0, mac: peerMac });
+      return null;
+    }
+    if ((m = /^link set dev (\S+) type bridge_slave hairpin on$/.exec(line))) {
+      const l = this.links.get(m[1] as string);
+      if (l === undefined) return noDev(m[1] as string);
+      l.hairpin = true;
+      return null;
+    }
     if ((m = /^link add name (\S+)(?: group (\d+))? address ([0-9a-f:]{17})(?: mtu (\d+))? type bridge$/.exec(line))) {
       const [, name, group, mac, mtu] = m as unknown as [string, string, string | undefined, string, string | undefined];
       if (this.links.has(name)) return 'RTNETLINK answers: File exists';
@@ -288,7 +401,10 @@ export class FakeKernel implements KernelExecutor {
     const l = this.links.get(name);
     if (l === undefined) return;
     this.links.delete(name);
-    if (l.kind === 'veth' && l.peer !== null) this.links.delete(l.peer);
+    if (l.kind === 'veth' && l.peer !== null) {
+      if (l.peerNetns === undefined) this.links.delete(l.peer);
+      else this.pods.get(l.peerNetns)?.links.delete(l.peer);
+    }
     if (l.kind === 'bridge') for (const s of this.links.values()) if (s.master === name) s.master = null;
   }
 }
@@ -312,5 +428,16 @@ function applyRuleLine(rules: Map<string, number>, prefix: string, line: string)
   if (m[1] !== '-D') rules.set(key, count + 1);
   else if (count > 0) rules.set(key, count - 1);
   else return 'Bad rule (does a matching rule exist in that chain?)';
+  return null;
+}
+
+/** `ip -n NAME ARGS` or `nsenter --net=PATH -- ip ARGS`: the pod's path and ip's arguments. */
+function podCall(file: string, args: readonly string[]): { path: string; args: readonly string[] } | null {
+  if (file === 'ip' && args[0] === '-n') return { path: `/run/netns/${args[1] ?? ''}`, args: args.slice(2) };
+  if (file === 'nsenter') {
+    const net = args[0] ?? '';
+    assert.ok(net.startsWith('--net=') && args[1] === '--' && args[2] === 'ip', `unexpected nsenter ${args.join(' ')}`);
+    return { path: net.slice('--net='.length), args: args.slice(3) };
+  }
   return null;
 }
