@@ -79,6 +79,8 @@ export interface BatcherOptions {
   readonly gatherMs?: () => number;
   /** called each time one of this pipeline's batches has finished */
   readonly onBatchDone?: () => void;
+  /** called with what each batch did, once its requests are answered (the debug log) */
+  readonly onBatch?: (ev: BatchEvent) => void;
 }
 
 interface Pending {
@@ -283,7 +285,7 @@ export class Batcher {
       results = results.map((r, i) => (taken[i]?.entry.teardown === true ? r : { ...r, ok: false, message }));
     }
     taken.forEach((p, i) => p.resolve(results[i] as OpResult));
-    if (batchChannel.hasSubscribers) {
+    if (batchChannel.hasSubscribers || this.opts.onBatch !== undefined) {
       const ev: BatchEvent = {
         batchId,
         label: this.opts.label ?? 'batch',
@@ -293,6 +295,7 @@ export class Batcher {
         timings: response?.timings ?? null,
       };
       batchChannel.publish(ev);
+      this.opts.onBatch?.(ev);
     }
   }
 }

@@ -2,7 +2,7 @@
 // locking semantics, the pipelines, the port allocator and the firewall planner. One per engine;
 // networks.ts, endpoints.ts and publishing.ts are the behaviour on top.
 import type { Logger } from 'pino';
-import type { BatchEntry } from '../batching/batcher.js';
+import type { BatchEntry, BatchEvent } from '../batching/batcher.js';
 import type { OpResult, OpWork } from '../batching/work.js';
 import { ShuttingDownError } from '../errors.js';
 import type { FirewallBackend } from '../firewall/types.js';
@@ -46,6 +46,21 @@ export interface EngineDeps {
   readonly log: Logger;
 }
 
+/**
+ * At debug level, one line per batch: which pipeline, how many operations it carried, and the
+ * tool runs it took — `ipRuns`: ip scripts (each in its own process or in a long-lived ip
+ * session; in the sandbox pipeline, one process per pod), `fwTransactions`: iptables-restore
+ * transactions. How far requests shared batches is read from these (docs/cni.md, "Cost per pod";
+ * test/netns/cni-batching.test.ts).
+ */
+function batchLog(log: Logger): ((ev: BatchEvent) => void) | undefined {
+  if (!log.isLevelEnabled('debug')) return undefined;
+  return (ev) => {
+    const t = ev.timings;
+    log.debug({ batch: ev.batchId, pipeline: ev.label, ops: ev.size, failed: ev.failed, ms: Math.round(ev.queueMs), ipRuns: t?.ipSpawns ?? 0, fwTransactions: t?.fwSpawns ?? 0 }, 'batch done');
+  };
+}
+
 export class EngineCore {
   readonly books = new Books();
   readonly gate = new FifoGate();
@@ -75,7 +90,7 @@ export class EngineCore {
     this.ownerGroup = deps.store.ownerGroup();
     for (const e of this.books.endpoints.values()) this.ports.restore(e.id, e.mappings);
     this.keeper = new BookKeeper(deps.store, deps.log);
-    this.pipelines = new Pipelines((req) => deps.exec.runBatch({ ...req, bridgeEpoch: this.bridgeEpoch }), this.keeper.hooks(), opts, this.keeper.firstBatchId);
+    this.pipelines = new Pipelines((req) => deps.exec.runBatch({ ...req, bridgeEpoch: this.bridgeEpoch }), this.keeper.hooks(), opts, this.keeper.firstBatchId, batchLog(deps.log));
   }
 
   get log(): Logger {

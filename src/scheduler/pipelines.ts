@@ -15,7 +15,7 @@
 //    veth pipeline from starting the next host-side script for most of the batch's time; here
 //    they run beside it. They touch only objects inside their pod's namespace.
 // Batch ids come from one sequence, so intents (keyed by batch id) never collide.
-import { BatchIds, Batcher, type BatchEntry, type BatchHooks } from '../batching/batcher.js';
+import { BatchIds, Batcher, type BatchEntry, type BatchEvent, type BatchHooks } from '../batching/batcher.js';
 import { isFirewallOnly, isSandboxOnly, type BatchRequest, type BatchResponse, type OpResult } from '../batching/work.js';
 
 export interface PipelineTuning {
@@ -44,11 +44,12 @@ export class Pipelines {
   /** endpoint requests being handled right now (the gather window depends on it) */
   activeOps = 0;
 
-  constructor(run: (req: BatchRequest) => Promise<BatchResponse>, hooks: BatchHooks, tuning: PipelineTuning, firstBatchId: number) {
+  /** `onBatch`: told what every batch did (EngineCore logs it at debug level) */
+  constructor(run: (req: BatchRequest) => Promise<BatchResponse>, hooks: BatchHooks, tuning: PipelineTuning, firstBatchId: number, onBatch?: (ev: BatchEvent) => void) {
     const ids = new BatchIds(firstBatchId);
     const gatherMs = (): number => (this.activeOps >= tuning.gatherMinActive ? tuning.gatherMs : 0);
-    // windowMs only matters with more than one batch in flight, which no pipeline allows.
-    const common = { batchMax: tuning.batchMax, windowMs: tuning.gatherMs, maxInFlight: 1, gatherMs };
+    // windowMs only matters with more than one batch in flight (the sandbox pipeline).
+    const common = { batchMax: tuning.batchMax, windowMs: tuning.gatherMs, maxInFlight: 1, gatherMs, ...(onBatch === undefined ? {} : { onBatch }) };
     this.veth = new Batcher(run, hooks, { ...common, label: 'veth', onBatchDone: () => this.deletion.poke() }, ids);
     this.firewall = new Batcher(run, hooks, { ...common, label: 'firewall' }, ids);
     this.deletion = new Batcher(
