@@ -35,6 +35,8 @@ export interface BenchDaemonOptions {
    * with `node --import`): batch sizes and the ip/iptables processes per pipeline.
    */
   readonly batchStats?: string;
+  /** node options for the daemon, e.g. --cpu-prof (profiles are written when it stops) */
+  readonly nodeArgs?: readonly string[];
 }
 
 export interface BenchDaemon extends Resource {
@@ -135,7 +137,7 @@ export async function startBenchDaemon(o: BenchDaemonOptions): Promise<BenchDaem
   const nodeBinDir = join(o.dir, 'bin-node');
   await mkdir(nodeBinDir, { recursive: true });
   const serve = [
-    process.execPath, ...(o.batchStats === undefined ? [] : [`--import=${BATCH_STATS}`]), CLI, 'serve', '--name', `bbbench${process.pid}`, '--state-dir', join(o.dir, 'state'), '--socket-dir', join(o.dir, 'sock'),
+    process.execPath, ...(o.nodeArgs ?? []), ...(o.batchStats === undefined ? [] : [`--import=${BATCH_STATS}`]), CLI, 'serve', '--name', `bbbench${process.pid}`, '--state-dir', join(o.dir, 'state'), '--socket-dir', join(o.dir, 'sock'),
     '--cni-socket', cniSocket, '--log-level', 'warn', ...(o.serveArgs ?? []),
   ];
   const argv = o.netnsPath === undefined ? serve : ['nsenter', `--net=${o.netnsPath}`, ...serve];

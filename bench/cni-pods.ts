@@ -17,13 +17,16 @@
 // For batchbridge the CPU per pod is printed too: the executables the harness ran (netns add/del
 // and the plugin calls) and the daemon's (its own, and that of the ip/iptables it ran).
 //
-//   unshare --net node dist/bench/cni-pods.js [--total 400] [--concurrency 32] [--threads 4] [--repeats 1]
+//   unshare --net node dist/bench/cni-pods.js [--total 400] [--concurrency 32] [--threads 1] [--repeats 1]
 //       [--variants netns,noop,reference,batchbridge[,batchbridge-node]] [--plugin CONFLIST]...
 //       [--cni-path DIR] [--cri] [--cri-total 64] [--cri-concurrency 32] [--daemon-stats FILE]
+//       [--daemon-node-arg ARG]...
 // --threads: the harness starts processes from this many threads (bench/cni-pod-threads.ts says
 // why: one thread was the harness's own limit), `concurrency` pods at a time in all.
 // --daemon-stats: batchbridge's daemon (the exec variants') writes its batch statistics there
 // when it stops (bench/batch-stats.ts: batches, sizes, ip and iptables-restore runs per pipeline).
+// --daemon-node-arg: a node option for that daemon, e.g. --cpu-prof --cpu-prof-dir=DIR (then
+// node dist/bench/prof-summary.js DIR/*.cpuprofile).
 //
 // A plain timed run per repeat rather than benchmark.js: one sample is hundreds of pods and takes
 // seconds (the reference chain: about a minute), too long for benchmark.js's many samples; every
@@ -170,6 +173,7 @@ interface Options {
   cniPath: string[];
   cri: { total: number; concurrency: number } | undefined;
   daemonStats: string | undefined;
+  daemonNodeArgs: string[];
 }
 
 function options(): Options | undefined {
@@ -178,7 +182,7 @@ function options(): Options | undefined {
       total: { type: 'string', default: '400' },
       concurrency: { type: 'string', default: '32' },
       repeats: { type: 'string', default: '1' },
-      threads: { type: 'string', default: '4' },
+      threads: { type: 'string', default: '1' },
       variants: { type: 'string', default: 'netns,noop,reference,batchbridge' },
       plugin: { type: 'string', multiple: true, default: [] },
       'cni-path': { type: 'string', multiple: true, default: [] },
@@ -186,6 +190,7 @@ function options(): Options | undefined {
       'cri-total': { type: 'string', default: '64' },
       'cri-concurrency': { type: 'string', default: '32' },
       'daemon-stats': { type: 'string' },
+      'daemon-node-arg': { type: 'string', multiple: true, default: [] },
       help: { type: 'boolean', default: false },
     },
   });
@@ -216,6 +221,7 @@ function options(): Options | undefined {
     cniPath: values['cni-path'],
     cri: values.cri ? { total: num(values['cri-total'], 'cri-total'), concurrency: num(values['cri-concurrency'], 'cri-concurrency') } : undefined,
     daemonStats: values['daemon-stats'] === undefined ? undefined : resolve(values['daemon-stats']),
+    daemonNodeArgs: values['daemon-node-arg'],
   };
 }
 
@@ -244,7 +250,7 @@ async function buildVariants(o: Options, work: string, bin: string, resources: R
     if (daemon !== undefined) return daemon;
     const dir = join(work, 'bb');
     await mkdir(dir);
-    daemon = await startBenchDaemon({ dir, name: 'bench-bb', subnet: '198.18.136.0/22', bridge: 'bbbench1', ...(o.daemonStats === undefined ? {} : { batchStats: o.daemonStats }) });
+    daemon = await startBenchDaemon({ dir, name: 'bench-bb', subnet: '198.18.136.0/22', bridge: 'bbbench1', nodeArgs: o.daemonNodeArgs, ...(o.daemonStats === undefined ? {} : { batchStats: o.daemonStats }) });
     resources.push(daemon);
     return daemon;
   };
