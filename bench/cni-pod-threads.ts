@@ -1,9 +1,11 @@
-// The pod lifecycles of bench/cni-pods.ts, run from several threads. Node starts a child process
-// from its event loop and waits there until the child has exec'd; on a loaded machine that wait
-// is a scheduling round trip, so one thread starting every process was the limit of the harness
-// itself (measured: one harness, 32 pods at a time, 49 do-nothing pods/s; two harnesses of 16 at
-// once, 81/s together). A runtime starts plugins from many threads (Go's os/exec), so the
-// harness does too: each thread runs its share of the pods with its share of the concurrency.
+// The pod lifecycles of bench/cni-pods.ts, optionally run from several threads (--threads). Node
+// starts a child process from its event loop and waits there until the child has exec'd; on a
+// loaded machine that wait is a scheduling round trip, so one thread starting every process can
+// be the limit of the harness itself (measured at load ~10: one harness, 32 pods at a time, 49
+// do-nothing pods/s; two harnesses of 16 at once, 81/s together). A runtime starts plugins from
+// many threads (Go's os/exec). But each thread costs CPU of its own (the harness's CPU per pod
+// doubled with 4), and on a quiet machine 4 threads were slower (do-nothing plugin 88 vs 110/s):
+// the default stays 1, the harness the baselines were measured with.
 //
 // A lifecycle: `ip netns add`, ADD with one port mapping (containerd's keys), DEL, `ip netns del`.
 import { performance } from 'node:perf_hooks';
