@@ -121,7 +121,8 @@ test('kill -9 at random points during churn, restart, kernel == books', { timeou
   };
 
   // dockerd's sequences (docker-bridge-spec.md 1.6), with its reactions to failures.
-  const up = async (net: Net, slot: number, taken: ReadonlySet<number>): Promise<void> => {
+  /** Brings an endpoint up; returns its id if the client holds it afterwards. */
+  const up = async (net: Net, slot: number, taken: ReadonlySet<number>): Promise<string | null> => {
     const id = `ep${(++epSeq).toString(16).padStart(10, '0')}`;
     const body = { NetworkID: net.id, EndpointID: id };
     // Like dockerd's IPAM, never an address the client holds: each worker has its own 40, and
@@ -130,11 +131,11 @@ test('kill -9 at random points during churn, restart, kernel == books', { timeou
     const host = free[Math.floor(rand() * free.length)] ?? 10 + slot * 40;
     const addr = `198.18.${net.third}.${host}/24`;
     const c = await call('CreateEndpoint', { ...body, Interface: { Address: addr }, Options: {} }, id);
-    if (c !== 200) return; // dockerd releases the address and forgets the endpoint
+    if (c !== 200) return null; // dockerd releases the address and forgets the endpoint
     const j = await call('Join', { ...body, SandboxKey: `/var/run/docker/netns/${id}`, Options: {} }, id);
     if (j !== 200) {
       await call('DeleteEndpoint', body, id);
-      return;
+      return null;
     }
     live.set(id, { net, programmed: false, host });
     if (rand() < 0.6) {
@@ -144,12 +145,13 @@ test('kill -9 at random points during churn, restart, kernel == books', { timeou
         live.delete(id);
         await call('Leave', body, id);
         await call('DeleteEndpoint', body, id);
-        return;
+        return null;
       }
       const cur = live.get(id);
       if (cur !== undefined) cur.programmed = true;
     }
     await call('EndpointOperInfo', body, id);
+    return id;
   };
   const down = async (id: string): Promise<void> => {
     const ep = live.get(id);
@@ -170,10 +172,11 @@ test('kill -9 at random points during churn, restart, kernel == books', { timeou
       mine.length = 0;
       mine.push(...stillMine);
       if (mine.length < 2 || (mine.length < 4 && rand() < 0.5)) {
-        const before = new Set(live.keys());
         const taken = new Set(mine.map((id) => live.get(id)?.host ?? 0));
-        await up(stable[slot % 2] as Net, slot, taken);
-        for (const id of live.keys()) if (!before.has(id)) mine.push(id);
+        // Only what this worker made is its own (other workers add to `live` meanwhile): taking
+        // theirs let two workers tear down and reuse one slot's address at once.
+        const id = await up(stable[slot % 2] as Net, slot, taken);
+        if (id !== null) mine.push(id);
       } else {
         const i = Math.floor(rand() * mine.length);
         const [id] = mine.splice(i, 1);
