@@ -38,6 +38,15 @@ export type FailureKind = 'ip' | 'firewall' | 'sysctl' | 'worker' | 'books' | 'i
 
 export const FAILURE_KINDS: readonly FailureKind[] = ['ip', 'firewall', 'sysctl', 'worker', 'books', 'internal'];
 
+/**
+ * Operations that only set up a container's namespace from inside (CNI): one process per pod,
+ * nothing on the host side, so they need not hold the veth pipeline (scheduler/pipelines.ts).
+ */
+export function isSandboxOnly(o: Omit<OpWork, 'opId'>): boolean {
+  const ip = o.ip ?? [];
+  return ip.length > 0 && ip.every((op) => op.kind === 'sandbox-setup') && (o.sysctls?.length ?? 0) === 0 && o.fwBefore === undefined && o.fwAfter === undefined;
+}
+
 export interface OpResult {
   readonly opId: number;
   readonly ok: boolean;

@@ -82,7 +82,12 @@ function resultOf(req: AddRequest, spec: NetworkSpec, ep: EndpointRecord, routes
   });
 }
 
-/** The engine part of an ADD; the delegated IPAM's address (if any) is already allocated. */
+/**
+ * The engine part of an ADD; the delegated IPAM's address (if any) is already allocated. The
+ * veth first (its container end made in the pod), then the setup inside the pod and the port
+ * rules side by side: they touch different objects, and each is batched with other ADDs' in its
+ * own pipeline. If either fails, the attachment is deleted again (with whatever the other made).
+ */
 async function attach(ctx: CniContext, req: AddRequest, ipam: CniResult | null): Promise<CniResult> {
   const { engine } = ctx;
   const net = req.network;
@@ -95,15 +100,16 @@ async function attach(ctx: CniContext, req: AddRequest, ipam: CniResult | null):
     addresses: (s) => chooseAddresses(engine, req, s, ipam),
     requested: [],
     exposed: [],
-    sandbox: { containerId: req.containerId, netns: req.netns, ifName: req.ifName, routes: sandboxRoutes(routes, spec), hairpin: net.hairpinMode },
+    sandbox: { containerId: req.containerId, netns: req.netns, ifName: req.ifName, hairpin: net.hairpinMode },
   });
-  if (req.options.ports.length > 0) {
-    try {
-      await engine.publishing.program(net.id, req.endpointId, { requested: bindingsOf(req), exposed: [] });
-    } catch (err) {
-      await engine.endpoints.delete(net.id, req.endpointId);
-      throw err;
-    }
+  const [setUp, ports] = await Promise.allSettled([
+    engine.endpoints.setUpSandbox(req.endpointId, sandboxRoutes(routes, spec)),
+    req.options.ports.length > 0 ? engine.publishing.program(net.id, req.endpointId, { requested: bindingsOf(req), exposed: [] }) : Promise.resolve(),
+  ]);
+  const failed = [setUp, ports].find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed !== undefined) {
+    await engine.endpoints.delete(net.id, req.endpointId);
+    throw failed.reason;
   }
   const ep = engine.endpoints.booked(req.endpointId);
   return resultOf(req, spec, ep, routes, ipam);

@@ -11,8 +11,9 @@ import type { PublishRequest } from '../domain/publishing.js';
 import { AddressInUseError, BridgeFullError, EndpointExistsError, EndpointNotFoundError, KernelError, NetworkNotFoundError } from '../errors.js';
 import type { EndpointRecord, NetworkRecord } from '../state/records.js';
 import type { EngineCore } from './core.js';
+import type { SandboxRoute } from '../ip/ops.js';
 import { endpointName, networkName } from './network-names.js';
-import { makeSandboxVeth, makeVeth, type SandboxRequest } from './veths.js';
+import { makeSandboxVeth, makeVeth, setUpSandbox, type SandboxRequest } from './veths.js';
 
 export type { SandboxRequest } from './veths.js';
 
@@ -96,6 +97,15 @@ export class Endpoints {
         release();
       }
     });
+  }
+
+  /**
+   * A CNI attachment's setup inside its namespace (addresses, link up, routes), after create.
+   * Outside the endpoint's lane (see setUpSandbox), so its ports can be programmed meanwhile; a
+   * failure leaves the attachment for the caller to delete.
+   */
+  setUpSandbox(endpointId: EndpointId, routes: readonly SandboxRoute[]): Promise<void> {
+    return setUpSandbox(this.core, this.booked(endpointId), routes);
   }
 
   /** Claims addresses for an endpoint being created; returns the release. */

@@ -15,7 +15,6 @@ export interface SandboxRequest {
   /** CNI_NETNS, checked to exist */
   readonly netns: string;
   readonly ifName: IfName;
-  readonly routes: readonly SandboxRoute[];
   readonly hairpin: boolean;
 }
 
@@ -48,7 +47,7 @@ export async function makeVeth(core: EngineCore, spec: NetworkSpec, base: Omit<E
 
 /**
  * A CNI attachment's veth: its container end made directly in the container's namespace under
- * the runtime's name, with its addresses, link and routes set up there (ip/sandbox.ts).
+ * the runtime's name. Its addresses, link and routes are set up there afterwards (setUpSandbox).
  */
 export async function makeSandboxVeth(core: EngineCore, spec: NetworkSpec, base: Omit<EndpointRecord, 'host' | 'peer'>, sb: SandboxRequest): Promise<void> {
   let lastError = '';
@@ -56,7 +55,6 @@ export async function makeSandboxVeth(core: EngineCore, spec: NetworkSpec, base:
     const host = freshName(core);
     const hostMac = randomLocalMac();
     const record: EndpointRecord = { ...base, host, peer: sb.ifName, hostMac, sandbox: { containerId: sb.containerId, netns: sb.netns } };
-    const addrs = base.ipv6 === null ? [base.ipv4] : [base.ipv4, base.ipv6];
     const r = await core.submit(
       {
         ip: [
@@ -69,7 +67,7 @@ export async function makeSandboxVeth(core: EngineCore, spec: NetworkSpec, base:
             group: core.ownerGroup,
             hostMac,
             hairpin: sb.hairpin,
-            sandbox: { netns: sb.netns, mac: base.mac, addrs, routes: sb.routes },
+            sandbox: { netns: sb.netns, mac: base.mac },
           },
         ],
       },
@@ -91,6 +89,20 @@ export async function makeSandboxVeth(core: EngineCore, spec: NetworkSpec, base:
     if (!core.deps.exec.linkPresent(host)) throw new EndpointExistsError(`interface ${sb.ifName} already exists in ${sb.netns}`);
   }
   throw new KernelError(`failed to add the host <=> container pair interfaces: ${lastError}`);
+}
+
+/**
+ * Inside the attachment's namespace: its addresses, link up, its routes, in one process of its
+ * own, batched with other pods' in the sandbox pipeline. Not in the endpoint's lane: it touches
+ * only objects inside that namespace, which no other operation touches, so the ADD's port rules
+ * (in the endpoint's lane, firewall pipeline) are programmed meanwhile.
+ */
+export async function setUpSandbox(core: EngineCore, ep: EndpointRecord, routes: readonly SandboxRoute[]): Promise<void> {
+  if (ep.sandbox === undefined) throw new Error(`endpoint ${ep.id} is not a CNI attachment`);
+  core.checkOpen();
+  const r = await core.submit({ ip: [{ kind: 'sandbox-setup', netns: ep.sandbox.netns, dev: ep.peer, addrs: ep.ipv6 === null ? [ep.ipv4] : [ep.ipv4, ep.ipv6], routes }] }, null, () => null);
+  // The same words as when this ran in the veth's own batch (error texts are the front ends' contract).
+  if (!r.ok) throw new KernelError(`failed to add the host <=> container pair interfaces: ${r.message ?? `failed to configure ${ep.peer} in ${ep.sandbox.netns}`}`);
 }
 
 function freshName(core: EngineCore): string {

@@ -3,7 +3,7 @@ import type { ToolEnv } from '../tools/env.js';
 import { classifyIpError, parseIpErrors } from './errors.js';
 import { renderIpScript } from './lines.js';
 import type { IpOp } from './ops.js';
-import { attributeIpFailures, planIpBatch, type IpWork } from './plan.js';
+import { attributeIpFailures, planIpBatch, type IpPlan, type IpWork } from './plan.js';
 import { canLookUp, canProbeLinks, linkPresent } from './probe.js';
 import { parseIpLinks } from './read.js';
 import { configureSandboxes } from './sandbox.js';
@@ -51,7 +51,7 @@ function vethNames(works: readonly IpWork[]): VethNames | null {
     for (const op of w.ops) {
       // ip keeps the namespace of every `netns PATH` it was given open until it exits: a
       // long-lived session would hold pods' namespaces alive. Such scripts run on their own.
-      if (op.kind === 'veth-create' && op.sandbox !== undefined) return null;
+      if ((op.kind === 'veth-create' && op.sandbox !== undefined) || op.kind === 'sandbox-setup') return null;
       if (op.kind === 'veth-create') mentioned.push(op.host, op.peer);
       else if (op.kind === 'veth-delete') {
         mentioned.push(op.host);
@@ -95,7 +95,7 @@ function allGone(names: readonly string[], until: Promise<unknown>): Promise<boo
 }
 
 function touchesBridge(works: readonly IpWork[]): boolean {
-  return works.some((w) => w.ops.some((op) => op.kind !== 'veth-create' && op.kind !== 'veth-delete'));
+  return works.some((w) => w.ops.some((op) => op.kind !== 'veth-create' && op.kind !== 'veth-delete' && op.kind !== 'sandbox-setup'));
 }
 
 interface ScriptRun {
@@ -153,12 +153,18 @@ export async function applyIpWork(works: readonly IpWork[], linkGroup: number, e
   const failed = new Map<number, string>();
   if (works.length === 0) return { failed, spawns: 0 };
   const plan = planIpBatch(works, linkGroup);
-  if (plan.text === '') return { failed, spawns: 0 };
+  // A batch of only in-pod setups has no host-side script.
+  const spawns = plan.text === '' ? 0 : await applyScript(works, plan, env, failed);
+  return { failed, spawns: spawns + (await configureSandboxes(works, failed, env)) };
+}
+
+/** The host-side script and its fallbacks; returns the processes run. */
+async function applyScript(works: readonly IpWork[], plan: IpPlan, env: ToolEnv, failed: Map<number, string>): Promise<number> {
   let spawns = 1;
   const r = await runScript(works, plan.text, plan.owners.length, env);
   if (r.spawnError !== null) {
     for (const w of works) failed.set(w.opId, `ip: ${r.spawnError}`);
-    return { failed, spawns };
+    return spawns;
   }
   const verdict = attributeIpFailures(plan, r.failures);
   for (const [opId, msg] of verdict.failedOps) failed.set(opId, msg);
@@ -171,8 +177,7 @@ export async function applyIpWork(works: readonly IpWork[], linkGroup: number, e
     const members = works.filter((w) => plan.groupMembers.includes(w.opId) && !failed.has(w.opId));
     spawns += await deleteOneByOne(members, failed, env);
   }
-  spawns += await configureSandboxes(works, failed, env);
-  return { failed, spawns };
+  return spawns;
 }
 
 /** name → master of every interface in this namespace, or null if ip cannot tell. */
@@ -223,6 +228,8 @@ function opHolds(op: IpOp, links: Map<string, string | null>): boolean {
     case 'bridge-addrs':
     case 'bridge-addrs-remove':
       return links.has(op.bridge) === (op.kind === 'bridge-addrs');
+    case 'sandbox-setup':
+      return true; // not in the host script; its own process reports its own failures
   }
 }
 

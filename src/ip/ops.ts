@@ -10,13 +10,24 @@ export interface SandboxRoute {
 
 /**
  * The container end of a veth made directly in the container's network namespace (CNI): no
- * move between namespaces, which costs an RCU barrier under the rtnl lock each time. What must
- * happen inside the namespace afterwards (addresses, link up, routes) is listed here too.
+ * move between namespaces, which costs an RCU barrier under the rtnl lock each time.
  */
-export interface SandboxSetup {
+export interface PeerNetns {
   /** a path as the runtime gave it (CNI_NETNS), checked to exist before the batch */
   readonly netns: string;
   readonly mac: string;
+}
+
+/**
+ * What must happen inside a container's namespace once its veth end is there (CNI): addresses,
+ * link up, routes. It cannot share a process with anything outside that namespace
+ * (ip/sandbox.ts), so it is an operation of its own, after the veth's creation.
+ */
+export interface SandboxSetup {
+  readonly kind: 'sandbox-setup';
+  readonly netns: string;
+  /** the container end's name (CNI_IFNAME) */
+  readonly dev: string;
   /** "ip/prefix" texts */
   readonly addrs: readonly string[];
   readonly routes: readonly SandboxRoute[];
@@ -35,7 +46,7 @@ export interface VethCreate {
   readonly hostMac?: string;
   /** hairpin mode on the bridge port (CNI hairpinMode) */
   readonly hairpin?: boolean;
-  readonly sandbox?: SandboxSetup;
+  readonly sandbox?: PeerNetns;
 }
 
 export interface VethDelete {
@@ -73,7 +84,7 @@ export interface BridgeDelete {
   readonly bridge: string;
 }
 
-export type IpOp = VethCreate | VethDelete | BridgeCreate | BridgeAddrs | BridgeAddrsRemove | BridgeDelete;
+export type IpOp = VethCreate | VethDelete | BridgeCreate | BridgeAddrs | BridgeAddrsRemove | BridgeDelete | SandboxSetup;
 
 /** "bb" in the high bytes: link groups batches put veths in to delete them all at once. */
 export const LINK_GROUP_BASE = 0x62620000;

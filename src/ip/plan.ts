@@ -63,6 +63,8 @@ function linesOf(op: IpOp, opId: number, linkGroup: number, now: Owned[], late: 
     case 'bridge-delete':
       late.push([{ op: 'link-del', dev: op.bridge }, own(['no-device'])]);
       return;
+    case 'sandbox-setup':
+      return; // inside the container's namespace, in a process of its own (sandbox.ts)
   }
 }
 

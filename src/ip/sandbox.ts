@@ -1,16 +1,17 @@
 // The part of a CNI attachment that happens inside the container's network namespace: its
 // addresses, link up and routes. The veth's container end is made in that namespace by the
-// batch's shared script (plan.ts); what follows cannot share a process across pods, because
+// shared host-side script (plan.ts); what follows cannot share a process across pods, because
 // addresses and routes can only be added from inside a namespace (netlink has no target-netns
 // attribute for them) and a process enters one namespace at a time. So each pod costs one short
-// `ip -batch` of its own, run side by side with the other pods of the batch (docs/cni.md,
-// "Cost per pod").
+// `ip -batch` of its own. These are `sandbox-setup` operations, batched in a pipeline of their
+// own (scheduler/pipelines.ts): a batch runs its pods' processes side by side, while the veth
+// pipeline goes on with the next host-side script (docs/cni.md, "Cost per pod").
 import { runLimited } from '../tools/limit.js';
 import type { ToolEnv } from '../tools/env.js';
 import type { ToolPaths } from '../tools/paths.js';
 import { parseIpErrors } from './errors.js';
 import { renderIpScript, type IpLine } from './lines.js';
-import type { SandboxSetup, VethCreate } from './ops.js';
+import type { SandboxSetup } from './ops.js';
 import type { IpWork } from './plan.js';
 
 /** Pods configured at once per batch: enough to overlap process starts on a few cores. */
@@ -19,10 +20,10 @@ const SANDBOX_CONCURRENCY = 8;
 const NAMED_NETNS_RE = /^\/(?:var\/)?run\/netns\/([A-Za-z0-9][A-Za-z0-9_.-]{0,63})$/;
 
 /** The lines run inside the namespace: addresses, then up (a route needs the link up), then routes. */
-export function sandboxLines(ifName: string, s: SandboxSetup): IpLine[] {
-  const lines: IpLine[] = s.addrs.map((a) => ({ op: 'addr-add', addr: a, dev: ifName, nodad: a.includes(':') }));
-  lines.push({ op: 'link-up', dev: ifName });
-  for (const r of s.routes) lines.push({ op: 'route-add', dst: r.dst, via: r.via, dev: ifName });
+export function sandboxLines(s: Omit<SandboxSetup, 'kind' | 'netns'>): IpLine[] {
+  const lines: IpLine[] = s.addrs.map((a) => ({ op: 'addr-add', addr: a, dev: s.dev, nodad: a.includes(':') }));
+  lines.push({ op: 'link-up', dev: s.dev });
+  for (const r of s.routes) lines.push({ op: 'route-add', dst: r.dst, via: r.via, dev: s.dev });
   return lines;
 }
 
@@ -38,47 +39,40 @@ export function ipInNetns(tools: ToolPaths, netns: string, ipArgs: readonly stri
 
 interface Pending {
   readonly opId: number;
-  readonly op: VethCreate & { readonly sandbox: SandboxSetup };
+  readonly op: SandboxSetup;
 }
 
-function sandboxed(works: readonly IpWork[]): Pending[] {
+function setups(works: readonly IpWork[]): Pending[] {
   const out: Pending[] = [];
-  for (const w of works) {
-    for (const op of w.ops) if (op.kind === 'veth-create' && op.sandbox !== undefined) out.push({ opId: w.opId, op: { ...op, sandbox: op.sandbox } });
-  }
+  for (const w of works) for (const op of w.ops) if (op.kind === 'sandbox-setup') out.push({ opId: w.opId, op });
   return out;
 }
 
 async function configure(p: Pending, env: ToolEnv): Promise<string | null> {
-  const { file, args } = ipInNetns(env.tools, p.op.sandbox.netns, ['-force', '-batch', '-']);
-  const lines = sandboxLines(p.op.peer, p.op.sandbox);
+  const { file, args } = ipInNetns(env.tools, p.op.netns, ['-force', '-batch', '-']);
+  const lines = sandboxLines(p.op);
   const r = await env.run(file, args, renderIpScript(lines));
   if (r.spawnError !== null) return `${file}: ${r.spawnError}`;
   const parsed = parseIpErrors(r.stderr);
   // Every line must hold: a fresh interface has none of these yet, so "exists" is a real clash.
   const first = parsed.failures[0];
-  if (first !== undefined) return `in ${p.op.sandbox.netns}: ${first.message} (${renderIpScript([lines[first.line - 1] as IpLine]).trim()})`;
-  if (r.exitCode !== 0) return `in ${p.op.sandbox.netns}: ${parsed.unattributed || r.stderr.trim() || `exit status ${r.exitCode}`}`;
+  if (first !== undefined) return `in ${p.op.netns}: ${first.message} (${renderIpScript([lines[first.line - 1] as IpLine]).trim()})`;
+  if (r.exitCode !== 0) return `in ${p.op.netns}: ${parsed.unattributed || r.stderr.trim() || `exit status ${r.exitCode}`}`;
   return null;
 }
 
 /**
- * Configures the container end of every sandboxed veth the batch created (those not in
- * `failed`). One that fails is recorded in `failed` and its veth deleted again (both ends go:
- * deleting a veth deletes its peer), so a failed ADD leaves nothing. Returns the processes run.
+ * Runs the batch's `sandbox-setup` operations (those not in `failed`), up to SANDBOX_CONCURRENCY
+ * at once; one that fails is recorded in `failed` (the engine then deletes the attachment).
+ * Returns the processes run.
  */
 export async function configureSandboxes(works: readonly IpWork[], failed: Map<number, string>, env: ToolEnv): Promise<number> {
-  const todo = sandboxed(works).filter((p) => !failed.has(p.opId));
+  const todo = setups(works).filter((p) => !failed.has(p.opId));
   if (todo.length === 0) return 0;
   const errors = await runLimited(todo, SANDBOX_CONCURRENCY, (p) => configure(p, env));
-  const undo: string[] = [];
   todo.forEach((p, i) => {
     const err = errors[i];
-    if (err === null || err === undefined) return;
-    failed.set(p.opId, `failed to configure ${p.op.peer}: ${err}`);
-    undo.push(p.op.host);
+    if (err !== null && err !== undefined) failed.set(p.opId, `failed to configure ${p.op.dev}: ${err}`);
   });
-  if (undo.length === 0) return todo.length;
-  await env.run(env.tools.ip, ['-force', '-batch', '-'], renderIpScript(undo.map((h) => ({ op: 'link-del', dev: h }))));
-  return todo.length + 1;
+  return todo.length;
 }

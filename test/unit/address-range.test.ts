@@ -38,7 +38,7 @@ test('IPv6: the subnet router anycast address (the network address) is never han
 });
 
 test('in-pod lines: addresses (IPv6 without DAD), link up, then routes; the namespace by name or through nsenter', () => {
-  const lines = sandboxLines('eth0', { netns: '/run/netns/p', mac: '02:42:c6:12:40:02', addrs: ['198.18.64.2/24', 'fd00:bb::2/64'], routes: [{ dst: '0.0.0.0/0', via: '198.18.64.1' }, { dst: '::/0', via: 'fd00:bb::1' }] });
+  const lines = sandboxLines({ dev: 'eth0', addrs: ['198.18.64.2/24', 'fd00:bb::2/64'], routes: [{ dst: '0.0.0.0/0', via: '198.18.64.1' }, { dst: '::/0', via: 'fd00:bb::1' }] });
   assert.equal(
     renderIpScript(lines),
     'address add 198.18.64.2/24 dev eth0\naddress add fd00:bb::2/64 dev eth0 nodad\nlink set dev eth0 up\nroute add 0.0.0.0/0 via 198.18.64.1 dev eth0\nroute add ::/0 via fd00:bb::1 dev eth0\n',

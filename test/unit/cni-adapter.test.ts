@@ -109,6 +109,38 @@ test('32 concurrent ADDs: distinct addresses, veths made in shared batches', asy
   assert.ok(vethBatches.length < 8, `32 veth creations in ${vethBatches.length} batches`);
 });
 
+test('in-pod setups run in batches of their own, beside the host-side veth scripts: one per pod, none mixed', async (t) => {
+  const c = await setup(t);
+  const before = c.rig.kernel.batches.length;
+  const pods = Array.from({ length: 16 }, (_, i) => c.pod(`p${i}`));
+  const answers = await Promise.all(pods.map((ns, i) => c.call('ADD', { CNI_CONTAINERID: `c${i}`, CNI_NETNS: ns }, conf(ports(18100 + i)))));
+  for (const a of answers) assert.equal(a.exitCode, 0, JSON.stringify(a.json));
+  const kinds = (b: (typeof c.rig.kernel.batches)[number]) => new Set(b.ops.flatMap((o) => (o.ip ?? []).map((op) => op.kind)));
+  const batches = c.rig.kernel.batches.slice(before);
+  const setups = batches.filter((b) => kinds(b).has('sandbox-setup'));
+  assert.ok(setups.length > 0);
+  for (const b of setups) assert.deepEqual([...kinds(b)], ['sandbox-setup'], 'an in-pod setup never holds a veth batch');
+  assert.equal(setups.reduce((n, b) => n + b.ops.length, 0), 16, 'one setup per pod');
+  for (const ns of pods) assert.equal(c.rig.kernel.pod(ns).links.get('eth0')?.up, true);
+});
+
+test('an in-pod failure while the ports are programmed beside it: 105, the rules taken back, the port free again', async (t) => {
+  const c = await setup(t);
+  // the network first (its rules stay), then what a failed ADD must not leave
+  const ns0 = c.pod('p0');
+  assert.equal((await c.call('ADD', { CNI_CONTAINERID: 'c0', CNI_NETNS: ns0 }, conf())).exitCode, 0);
+  assert.equal((await c.call('DEL', { CNI_CONTAINERID: 'c0', CNI_NETNS: ns0 }, conf())).exitCode, 0);
+  const base = c.rig.kernel.ruleCount();
+  c.rig.kernel.faults = { ipLine: (l) => (l.startsWith('[pod] route add') ? 'RTNETLINK answers: Network is unreachable' : null) };
+  const a = await c.call('ADD', { CNI_CONTAINERID: 'c1', CNI_NETNS: c.pod('p1') }, conf(ports(18090)));
+  assert.equal(errorCode(a), 105);
+  assert.equal(c.rig.kernel.ruleCount(), base, 'no rule of the failed ADD stays');
+  assert.equal(c.rig.engine.books.endpoints.size, 0);
+  assert.deepEqual([...c.rig.kernel.links.keys()], ['bbunit0']);
+  c.rig.kernel.faults = {};
+  assert.equal((await c.call('ADD', { CNI_CONTAINERID: 'c2', CNI_NETNS: c.pod('p2') }, conf(ports(18090)))).exitCode, 0, 'the host port is free again');
+});
+
 test('DEL is idempotent: twice, with an empty CNI_NETNS, for a gone namespace, for a container never added', async (t) => {
   const c = await setup(t);
   const ns = c.pod('p1');
