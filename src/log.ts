@@ -57,7 +57,10 @@ function prettySink(out: Sink): Sink {
 }
 
 export function createLogger(level: LevelWithSilent, format: LogFormat = 'json'): Logger {
-  const sink = destination({ fd: 2, sync: false });
+  // Synchronous, as pino's own default: lines stay in order with what the CLI prints to stderr
+  // itself (a start-up refusal comes after the start line), and none is lost on exit. The
+  // plugin logs per request only at debug level.
+  const sink = destination({ fd: 2, sync: true });
   const opts = {
     level,
     base: { name: 'batchbridge' },
