@@ -7,9 +7,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, openSync, readFileSync, readdirSync } from 'node:fs';
 import { chmod, mkdir, writeFile } from 'node:fs/promises';
-import { connect } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { socketAnswers } from '../src/cni/leftovers.js';
 import { ORDER, track, untrack, type Resource } from '../test/helpers/cleanup.js';
 import { run, sleep } from '../test/helpers/proc.js';
 
@@ -113,17 +113,6 @@ function treeCpu(root: number): DaemonCpu {
   return { own: top.own, launchers, tools };
 }
 
-function canConnect(path: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = connect({ path });
-    s.once('connect', () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.once('error', () => resolve(false));
-  });
-}
-
 async function cli(args: readonly string[]): Promise<string> {
   const r = await run([process.execPath, CLI, ...args], { timeoutMs: 60_000 });
   if (r.code !== 0) throw new Error(`batchbridge ${args.join(' ')}: ${r.stderr.trim() || r.stdout.trim()}`);
@@ -184,7 +173,7 @@ export async function startBenchDaemon(o: BenchDaemonOptions): Promise<BenchDaem
   track(d);
   try {
     const deadline = Date.now() + 30_000;
-    while (!(existsSync(cniSocket) && (await canConnect(cniSocket)))) {
+    while (!(existsSync(cniSocket) && (await socketAnswers(cniSocket)))) {
       if (exited) throw new Error(`batchbridge serve exited at start:\n${readFileSync(logPath, 'utf8')}`);
       if (Date.now() > deadline) throw new Error(`batchbridge serve: no CNI socket after 30 s:\n${readFileSync(logPath, 'utf8')}`);
       await sleep(50);

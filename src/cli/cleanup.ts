@@ -6,6 +6,8 @@
 import { existsSync, lstatSync, rmdirSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { DEFAULT_CNI_SOCKET } from '../cni/cni-server.js';
+import { findCniLeftovers, socketAnswers } from '../cni/leftovers.js';
 import { applyUninstall, planUninstall, readLinks, uninstallFirewall } from '../engine/uninstall.js';
 import { createFirewall } from '../firewall/index.js';
 import { claimBooks } from '../instance/claim.js';
@@ -22,17 +24,21 @@ export const CLEANUP_HELP = `Usage: batchbridge cleanup --state-dir DIR [options
 Uninstalls batchbridge from this host's network namespace: removes every bridge and veth of
 ours (those the books at DIR name and those carrying their ownership mark; never anything by its
 name), every firewall rule, chain and hook of ours (iptables and ip6tables), a stale plugin
-socket, and the books; then prints what it removed. A bridge the user made keeps its state: the
+socket, the CNI side's stale socket and DEL spool (and with --cni-bin-dir the forwarder
+cni-install put there), and the books; then prints what it removed. A bridge the user made keeps its state: the
 addresses we added come off, and it is set down again if it was down. Containers still attached
 lose their network: remove them (and their networks, in dockerd) first.
 
-It refuses, changing nothing, while a plugin serves from DIR, answers at the socket, or serves
-this network namespace: stop it first (systemctl stop batchbridge).
+It refuses, changing nothing, while a plugin serves from DIR, answers at the socket or at the
+CNI socket, or serves this network namespace: stop it first (systemctl stop batchbridge).
 
 Options:
   --state-dir DIR   the books to uninstall (required; usually /var/lib/batchbridge)
   --name NAME       the plugin's name (default: batchbridge), for its socket
   --socket-dir DIR  where its socket is (default: /run/docker/plugins)
+  --cni-socket PATH its CNI socket, as given to serve (default: ${DEFAULT_CNI_SOCKET})
+  --cni-bin-dir DIR also remove DIR/batchbridge-cni, if it is the forwarder cni-install wrote
+  --cni-conf-dir DIR name the conflists there that use batchbridge-cni (they are not removed)
   --dry-run         print what would be removed; remove nothing
   --json            print the report as JSON
   -h, --help        this text
@@ -65,13 +71,13 @@ async function removeKernelObjects(stateDir: string, tools: ToolPaths, dryRun: b
   }
 }
 
-function removeFile(path: string, dryRun: boolean, r: Report): void {
+function removeFile(path: string, dryRun: boolean, r: Report, label = `file ${path}`): void {
   try {
     if (!lstatSync(path).isFile() && !lstatSync(path).isSocket()) return;
   } catch {
     return; // absent
   }
-  r.removed.push(`file ${path}`);
+  r.removed.push(label);
   if (dryRun) return;
   try {
     unlinkSync(path);
@@ -80,7 +86,8 @@ function removeFile(path: string, dryRun: boolean, r: Report): void {
   }
 }
 
-async function cleanupHoldingClaim(stateDir: string, socketPath: string, tools: ToolPaths, dryRun: boolean, r: Report, existed: boolean): Promise<void> {
+async function cleanupHoldingClaim(o: Options, tools: ToolPaths, r: Report, existed: boolean): Promise<void> {
+  const { stateDir, socketPath, dryRun } = o;
   await removeKernelObjects(stateDir, tools, dryRun, r);
   // The books go only once nothing of ours is left that they would be needed to find again.
   if (r.failed.length > 0) {
@@ -91,24 +98,57 @@ async function cleanupHoldingClaim(stateDir: string, socketPath: string, tools: 
   for (const f of [BOOKS_FILE, ...BOOKS_SIDE_FILES, ...(existed ? [LOCK_FILE] : [])]) removeFile(join(stateDir, f), dryRun, r);
   // Nobody answers there (checked before the claim): a stale socket of a killed plugin.
   removeFile(socketPath, dryRun, r);
+  const cni = findCniLeftovers(o.cniSocket, o.cniBinDir, o.cniConfDir);
+  for (const f of cni.files) removeFile(f.path, dryRun, r, f.label);
+  for (const d of cni.dirs) removeEmptyDir(d, dryRun, r);
+  r.notes.push(...cni.notes);
 }
 
-function parse(args: string[]): { stateDir: string; socketPath: string; dryRun: boolean; json: boolean } | null {
+interface Options {
+  readonly stateDir: string;
+  readonly socketPath: string;
+  readonly cniSocket: string;
+  readonly cniBinDir: string | null;
+  readonly cniConfDir: string | null;
+  readonly dryRun: boolean;
+  readonly json: boolean;
+}
+
+function parse(args: string[]): Options | null {
   const { values } = parseArgs({
     args,
     strict: true,
     allowPositionals: false,
-    options: { 'state-dir': { type: 'string' }, name: { type: 'string' }, 'socket-dir': { type: 'string' }, 'dry-run': { type: 'boolean' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
+    options: {
+      'state-dir': { type: 'string' },
+      name: { type: 'string' },
+      'socket-dir': { type: 'string' },
+      'cni-socket': { type: 'string' },
+      'cni-bin-dir': { type: 'string' },
+      'cni-conf-dir': { type: 'string' },
+      'dry-run': { type: 'boolean' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
   });
   if (values.help === true) return null;
   const stateDir = values['state-dir'];
   if (stateDir === undefined || stateDir === '') throw new UsageError('--state-dir DIR is required: the books of the batchbridge to uninstall');
   const socketPath = pluginSocket(checkName(values.name ?? 'batchbridge'), values['socket-dir'] ?? '/run/docker/plugins');
-  return { stateDir, socketPath, dryRun: values['dry-run'] === true, json: values.json === true };
+  const cniSocket = values['cni-socket'] ?? DEFAULT_CNI_SOCKET;
+  if (cniSocket === '') throw new UsageError('--cni-socket PATH must not be empty');
+  return {
+    stateDir,
+    socketPath,
+    cniSocket,
+    cniBinDir: values['cni-bin-dir'] ?? null,
+    cniConfDir: values['cni-conf-dir'] ?? null,
+    dryRun: values['dry-run'] === true,
+    json: values.json === true,
+  };
 }
 
-function refusal(stateDir: string, socketPath: string, answered: boolean): string | null {
+function refusal(o: Options, answered: boolean, cniAnswered: boolean): string | null {
+  const { stateDir, socketPath } = o;
   if (answered) return `a plugin answers at ${socketPath}: stop it first (systemctl stop batchbridge); nothing was changed`;
+  if (cniAnswered) return `a daemon answers at the CNI socket ${o.cniSocket}: stop it first (systemctl stop batchbridge); nothing was changed`;
   const holder = stateDirHolder(stateDir);
   return holder === null ? null : `the state dir ${stateDir} is in use by ${describeInstance(holder)}: stop it first; nothing was changed`;
 }
@@ -132,7 +172,7 @@ export async function runCleanup(args: string[], tools: ToolPaths = DEFAULT_TOOL
     return 0;
   }
   const asked = await askPlugin(o.socketPath, '/NetworkDriver.GetCapabilities', {}, (v) => v, 5000);
-  const refused = refusal(o.stateDir, o.socketPath, asked.kind === 'answered');
+  const refused = refusal(o, asked.kind === 'answered', await socketAnswers(o.cniSocket));
   if (refused !== null) {
     process.stderr.write(`batchbridge: cleanup refused: ${refused}\n`);
     return 1;
@@ -142,7 +182,7 @@ export async function runCleanup(args: string[], tools: ToolPaths = DEFAULT_TOOL
   const claim = await claimBooks(o.stateDir);
   const r: Report = { dryRun: o.dryRun, removed: [], failed: [], notes: [] };
   try {
-    await cleanupHoldingClaim(o.stateDir, o.socketPath, tools, o.dryRun, r, existed);
+    await cleanupHoldingClaim(o, tools, r, existed);
   } finally {
     await claim.release();
   }
@@ -161,5 +201,15 @@ function tryRemoveDir(dir: string, existed: boolean, r: Report): void {
     if (existed) r.removed.push(`directory ${dir} (left empty)`);
   } catch {
     // not empty: other files are not ours to remove
+  }
+}
+
+function removeEmptyDir(dir: string, dryRun: boolean, r: Report): void {
+  r.removed.push(`directory ${dir}`);
+  if (dryRun) return;
+  try {
+    rmdirSync(dir);
+  } catch (err) {
+    r.failed.push(`directory ${dir}: ${(err as Error).message}`);
   }
 }

@@ -9,13 +9,14 @@
 // Start order: the socket listens first, then the spool of DELs recorded while the daemon was
 // down is replayed (spool.ts); requests that arrive meanwhile wait until the replay is done.
 import { mkdirSync, rmSync, statSync, chmodSync } from 'node:fs';
-import { connect, createServer, type Server, type Socket } from 'node:net';
+import { createServer, type Server, type Socket } from 'node:net';
 import { dirname } from 'node:path';
 import type { Logger } from 'pino';
 import { CniDecodeError, InstanceConflictError } from '../errors.js';
 import { renderCniError } from './cni-error.js';
 import { decodeRequest, encodeReply, FRAME_TYPE, FrameReader, type RequestFrame } from './frame.js';
 import type { CniAnswer, CniHandler } from './handler.js';
+import { socketAnswers } from './leftovers.js';
 import { Spool, spoolDirFor, type ReplayReport } from './spool.js';
 
 export const DEFAULT_CNI_SOCKET = '/run/batchbridge/cni.sock';
@@ -41,18 +42,6 @@ export interface CniServer {
   close(): Promise<void>;
 }
 
-/** Whether a process answers on `path` (then it is not a stale socket we may remove). */
-function someoneListens(path: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = connect({ path });
-    s.once('connect', () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.once('error', () => resolve(false));
-  });
-}
-
 async function removeStaleSocket(path: string): Promise<void> {
   let st;
   try {
@@ -61,7 +50,7 @@ async function removeStaleSocket(path: string): Promise<void> {
     return;
   }
   if (!st.isSocket()) throw new InstanceConflictError(`CNI socket ${path} exists and is not a socket; not replacing it`);
-  if (await someoneListens(path)) {
+  if (await socketAnswers(path)) {
     throw new InstanceConflictError(`another process serves the CNI socket ${path} (a second batchbridge daemon?): give this one its own --cni-socket PATH, or --no-cni`);
   }
   rmSync(path, { force: true });
@@ -76,7 +65,7 @@ export async function checkCniSocketFree(path: string): Promise<void> {
     return;
   }
   if (!st.isSocket()) throw new InstanceConflictError(`CNI socket ${path} exists and is not a socket; not replacing it`);
-  if (await someoneListens(path)) {
+  if (await socketAnswers(path)) {
     throw new InstanceConflictError(`another process serves the CNI socket ${path} (a second batchbridge daemon?): give this one its own --cni-socket PATH, or --no-cni`);
   }
 }

@@ -4,10 +4,12 @@
 // nothing, and `cleanup` leaves no rule, chain or hook of ours in iptables-save or
 // ip6tables-save, no bridge or veth of ours (a marked veth the books do not know included), and
 // no books, while the user's bridge (down again, without our address) and a foreign veth named
-// like ours stay.
+// like ours stay. On the CNI side it refuses while the daemon answers at the CNI socket, then
+// removes the DEL spool and the forwarder cni-install wrote (not a foreign file of that name),
+// and names the conflist without removing it.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { runOk } from '../helpers/proc.js';
@@ -65,8 +67,16 @@ test('cleanup: refused while serving; then removes everything of ours and nothin
   await runOk(['ip', 'link', 'add', FOREIGN[0] ?? '', 'type', 'veth', 'peer', 'name', FOREIGN[1] ?? '']);
   const stateDir = join(dir.path, 'state');
   const socketDir = join(dir.path, 'sock');
-  const common = ['--state-dir', stateDir, '--name', 'bbclean', '--socket-dir', socketDir];
-  plugin = await startPlugin({ name: 'bbclean', stateDir, socketDir, logPath: join(dir.path, 'plugin.log') });
+  const cniSocket = join(dir.path, 'cni.sock');
+  const binDir = join(dir.path, 'cni-bin');
+  const confDir = join(dir.path, 'cni-conf');
+  const foreignBin = join(dir.path, 'other-bin');
+  const common = ['--state-dir', stateDir, '--name', 'bbclean', '--socket-dir', socketDir, '--cni-socket', cniSocket];
+  plugin = await startPlugin({ name: 'bbclean', stateDir, socketDir, logPath: join(dir.path, 'plugin.log'), extraArgs: ['--cni-socket', cniSocket] });
+  const installed = cli(['cni-install', '--bin-dir', binDir, '--socket', cniSocket, '--conf-dir', confDir, '--name', 'podnet', '--subnet', '198.18.63.0/24']);
+  assert.equal(installed.code, 0, installed.err);
+  mkdirSync(foreignBin);
+  writeFileSync(join(foreignBin, 'batchbridge-cni'), '#!/bin/sh\n');
   const c = new Client(plugin.socketPath, 5000);
   try {
     await populate(c);
@@ -84,6 +94,11 @@ test('cleanup: refused while serving; then removes everything of ours and nothin
   const held = cli(['cleanup', '--state-dir', stateDir, '--name', 'other', '--socket-dir', socketDir]);
   assert.equal(held.code, 1);
   assert.match(held.err, /cleanup refused: the state dir .* is in use by batchbridge serve \(pid \d+, name bbclean/);
+  // Only the CNI socket answers for these: the daemon is still there.
+  const cniHeld = cli(['cleanup', '--state-dir', join(dir.path, 'elsewhere'), '--name', 'other', '--socket-dir', socketDir, '--cni-socket', cniSocket]);
+  assert.equal(cniHeld.code, 1);
+  assert.match(cniHeld.err, /cleanup refused: a daemon answers at the CNI socket .*cni\.sock: stop it first/);
+  assert.equal(existsSync(join(dir.path, 'elsewhere')), false, 'refused before anything was made');
   assert.notEqual(await ours(), '', 'nothing changed');
 
   assert.equal((await plugin.stop()).code, 0);
@@ -95,18 +110,26 @@ test('cleanup: refused while serving; then removes everything of ours and nothin
   const rulesBefore = await ours();
   assert.match(rulesBefore, /-A FORWARD -j BB-FORWARD/);
 
-  const dry = cli(['cleanup', ...common, '--dry-run']);
+  // A DEL the forwarder recorded while the daemon was down.
+  const spooled = join(`${cniSocket}.spool`, `del-${'1'.padStart(20, '0')}-42-0.frame`);
+  writeFileSync(spooled, 'frame');
+  const cniArgs = ['--cni-bin-dir', binDir, '--cni-conf-dir', confDir];
+  const dry = cli(['cleanup', ...common, ...cniArgs, '--dry-run']);
   assert.equal(dry.code, 0, dry.err);
   assert.match(dry.out, /^would remove: veth /m);
   assert.match(dry.out, /would remove: veth vethabc1230 \(with our mark, not in the books\)/);
   assert.match(dry.out, /would remove: bridge bb-a00000000000 \(network a0+1\)/);
   assert.match(dry.out, /would remove: user bridge bbtuser0 \(network a0+2\) kept, our address\(es\) 198\.18\.62\.1\/24/);
   assert.match(dry.out, /would remove: firewall: IPv4 filter FORWARD -j BB-FORWARD \(hook\)/);
+  assert.match(dry.out, /would remove: spooled CNI DEL .*del-0+1-42-0\.frame/);
+  assert.match(dry.out, /would remove: CNI plugin .*cni-bin\/batchbridge-cni \(socket .*cni\.sock\)/);
   assert.doesNotMatch(dry.out, /^removed/m);
+  assert.ok(existsSync(spooled) && existsSync(join(binDir, 'batchbridge-cni')), 'a dry run leaves the CNI side too');
   assert.equal(await ours(), rulesBefore, 'a dry run changes no rule');
   assert.ok((await kernelLinks()).has('vethabc1230') && existsSync(join(stateDir, 'batchbridge.db')), 'nor an interface or the books');
 
-  const done = cli(['cleanup', ...common]);
+  assert.match(cli(['cleanup', ...common, '--cni-bin-dir', foreignBin, '--dry-run']).out, /note: .*other-bin\/batchbridge-cni is not a batchbridge-cni forwarder; it is kept/);
+  const done = cli(['cleanup', ...common, ...cniArgs]);
   assert.equal(done.code, 0, `${done.out}\n${done.err}`);
   assert.match(done.out, /^removed: file .*batchbridge\.db$/m);
   assert.equal(await ours(), '', 'no rule, chain or hook of ours in iptables-save or ip6tables-save');
@@ -118,6 +141,11 @@ test('cleanup: refused while serving; then removes everything of ours and nothin
   assert.deepEqual((ub?.addr_info ?? []).filter((a) => a.local.startsWith('198.18.') || a.local.startsWith('fd00:')), [], 'without our addresses');
   assert.equal(existsSync(stateDir), false, 'the books (and the emptied state dir) are gone');
   assert.equal(existsSync(join(socketDir, 'bbclean.sock')), false);
+  assert.equal(existsSync(`${cniSocket}.spool`), false, 'the DEL spool is gone');
+  assert.equal(existsSync(join(binDir, 'batchbridge-cni')), false, 'the forwarder is gone');
+  assert.ok(existsSync(join(foreignBin, 'batchbridge-cni')), 'a foreign file of that name stays');
+  assert.match(done.out, /note: .*cni-conf\/10-podnet\.conflist names batchbridge-cni/);
+  assert.ok(existsSync(join(confDir, '10-podnet.conflist')), 'the conflist is named, not removed');
   const again = cli(['cleanup', ...common]);
   assert.equal(again.code, 0);
   assert.match(again.out, /nothing of batchbridge's found/);
