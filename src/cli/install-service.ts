@@ -5,7 +5,7 @@ import { accessSync, constants, existsSync, readFileSync, realpathSync, renameSy
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { renderUnit, settingsProblem, UNIT_DEFAULTS, type UnitSettings } from './service-unit.js';
+import { renderUnit, serveCommand, settingsProblem, UNIT_DEFAULTS, type UnitSettings } from './service-unit.js';
 import { runToolDirect } from '../tools/spawn.js';
 
 export const INSTALL_SERVICE_HELP = `Usage: batchbridge install-service [options]
@@ -20,6 +20,9 @@ Options:
   --name NAME        driver name, also the unit's name (default: ${UNIT_DEFAULTS.name})
   --state-dir DIR    the plugin's books (default: ${UNIT_DEFAULTS.stateDir})
   --socket-dir DIR   where the plugin socket goes (default: ${UNIT_DEFAULTS.socketDir})
+  --cni-socket PATH  the CNI socket serve listens on (default: serve's, /run/batchbridge/cni.sock;
+                     give each service of another --name its own)
+  --no-cni           the service serves no CNI requests
   --node PATH        the node binary to run (default: the one running this command)
   --bin PATH         bin/batchbridge.js to run (default: the one of this install)
   --force            replace a unit file of that name whose content differs
@@ -79,6 +82,8 @@ export async function installService(args: string[]): Promise<number> {
       name: { type: 'string' },
       'state-dir': { type: 'string' },
       'socket-dir': { type: 'string' },
+      'cni-socket': { type: 'string' },
+      'no-cni': { type: 'boolean' },
       node: { type: 'string' },
       bin: { type: 'string' },
       force: { type: 'boolean' },
@@ -93,12 +98,14 @@ export async function installService(args: string[]): Promise<number> {
   const name = values.name ?? UNIT_DEFAULTS.name;
   if (!/^[a-z0-9][a-z0-9_.-]{0,63}$/.test(name)) return usage(`--name must be 1-64 characters of [a-z0-9_.-], got ${JSON.stringify(name)}`);
   if (BUILTIN_DRIVERS.includes(name)) return usage(`--name ${name} is a built-in Docker driver name: dockerd would never call the plugin`);
+  if (values['no-cni'] === true && values['cni-socket'] !== undefined) return usage('--cni-socket and --no-cni exclude each other');
   const settings: UnitSettings = {
     name,
     node: values.node ?? process.execPath,
     bin: values.bin ?? ownBin(),
     stateDir: values['state-dir'] ?? UNIT_DEFAULTS.stateDir,
     socketDir: values['socket-dir'] ?? UNIT_DEFAULTS.socketDir,
+    ...(values['no-cni'] === true ? { cniSocket: null } : values['cni-socket'] !== undefined ? { cniSocket: values['cni-socket'] } : {}),
   };
   const unitDir = values['unit-dir'] ?? UNIT_DEFAULTS.unitDir;
   const bad = settingsProblem(settings);
@@ -126,7 +133,7 @@ export async function installService(args: string[]): Promise<number> {
     }
     process.stdout.write(`${old === null ? 'wrote' : 'replaced'} ${path}\n`);
   }
-  process.stdout.write(`  runs: ${settings.node} ${settings.bin} serve --name ${name} --state-dir ${settings.stateDir} --socket-dir ${settings.socketDir}\n`);
+  process.stdout.write(`  runs: ${serveCommand(settings).join(' ')}\n`);
   if (values.enable !== true) {
     process.stdout.write(`start it now and at boot with:\n  systemctl daemon-reload && systemctl enable --now ${unitName}\n`);
     return 0;

@@ -12,6 +12,8 @@ export interface UnitSettings {
   readonly bin: string;
   readonly stateDir: string;
   readonly socketDir: string;
+  /** the CNI socket: absent for serve's default, a path for --cni-socket, null for --no-cni */
+  readonly cniSocket?: string | null;
 }
 
 /** The node and bin/ paths of the unit shipped in packaging/systemd/ (install-service uses the real ones). */
@@ -65,7 +67,8 @@ export function settingsProblem(s: UnitSettings): string | null {
     pathProblem('--node', s.node, false) ??
     pathProblem('--bin', s.bin, false) ??
     pathProblem('--state-dir', s.stateDir, true) ??
-    pathProblem('--socket-dir', s.socketDir, true)
+    pathProblem('--socket-dir', s.socketDir, true) ??
+    (typeof s.cniSocket === 'string' ? pathProblem('--cni-socket', s.cniSocket, true) : null)
   );
 }
 
@@ -75,12 +78,18 @@ function below(base: string, dir: string): string | null {
   return rel !== '' && !rel.startsWith('..') && !isAbsolute(rel) ? rel : null;
 }
 
+/** The command line the unit runs. */
+export function serveCommand(s: UnitSettings): string[] {
+  const cni = s.cniSocket === undefined ? [] : s.cniSocket === null ? ['--no-cni'] : ['--cni-socket', s.cniSocket];
+  return [s.node, s.bin, 'serve', '--name', s.name, '--state-dir', s.stateDir, '--socket-dir', s.socketDir, ...cni];
+}
+
 export function renderUnit(s: UnitSettings): string {
   const state = below('/var/lib', s.stateDir);
   const runtime = below('/run', s.socketDir);
   // Node or the code under a home directory must stay readable; nothing is written there.
   const homeCode = under(s.node, HOMES) !== undefined || under(s.bin, HOMES) !== undefined;
-  const exec = [s.node, s.bin, 'serve', '--name', s.name, '--state-dir', s.stateDir, '--socket-dir', s.socketDir].join(' ');
+  const exec = serveCommand(s).join(' ');
   const lines = [
     `# batchbridge Docker network driver plugin "${s.name}", as \`batchbridge install-service\` writes it.`,
     '# Other serve flags: `systemctl edit` a drop-in with an empty ExecStart= and a new one.',

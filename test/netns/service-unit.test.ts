@@ -4,7 +4,7 @@
 // firewall rules in this private namespace and stops on SIGTERM with its socket removed.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { randomHex, run, runOk, sleep } from '../helpers/proc.js';
@@ -34,7 +34,9 @@ test('install-service: systemd-analyze verify passes and ExecStart= starts a wor
     rmSync(socketDir, { recursive: true, force: true });
   });
 
-  await runOk([process.execPath, BIN, 'install-service', '--unit-dir', dir.path, '--name', name, '--state-dir', stateDir, '--socket-dir', socketDir]);
+  // Its own CNI socket: serve's default, /run/batchbridge/cni.sock, belongs to the host.
+  const cniSocket = `${socketDir}/cni.sock`;
+  await runOk([process.execPath, BIN, 'install-service', '--unit-dir', dir.path, '--name', name, '--state-dir', stateDir, '--socket-dir', socketDir, '--cni-socket', cniSocket]);
   const unitPath = join(dir.path, `${name}.service`);
   const verify = await run(['systemd-analyze', 'verify', unitPath]);
   assert.equal(verify.code, 0, verify.stderr);
@@ -42,6 +44,7 @@ test('install-service: systemd-analyze verify passes and ExecStart= starts a wor
 
   const unit = readFileSync(unitPath, 'utf8');
   const exec = unit.match(/^ExecStart=(.*)$/m)?.[1]?.split(' ') ?? [];
+  assert.deepEqual(exec.slice(-2), ['--cni-socket', cniSocket]);
   const caps = (unit.match(/^CapabilityBoundingSet=(.*)$/m)?.[1] ?? '').split(' ');
   assert.deepEqual(caps, ['CAP_NET_ADMIN', 'CAP_NET_RAW']);
   assert.match(unit, /^NoNewPrivileges=yes$/m);
@@ -68,6 +71,7 @@ test('install-service: systemd-analyze verify passes and ExecStart= starts a wor
       await sleep(100);
     }
     assert.equal((await c.call('Plugin.Activate', undefined)).status, 200);
+    assert.ok(statSync(cniSocket).isSocket(), 'serves CNI on the socket the unit names');
     // setpriv execs the unit's node: this pid is the plugin, with the unit's privileges only.
     assert.deepEqual(privileges(pid), { capEff: (1n << 12n) | (1n << 13n), nnp: '1' });
 
@@ -92,4 +96,5 @@ test('install-service: systemd-analyze verify passes and ExecStart= starts a wor
   assert.equal(await exited, 0, tail(logPath));
   pid = -1;
   assert.equal(existsSync(socketPath), false, 'socket removed');
+  assert.equal(existsSync(cniSocket), false, 'CNI socket removed');
 });

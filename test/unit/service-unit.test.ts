@@ -96,6 +96,17 @@ test('install-service writes the unit, says how to start it, keeps an edited uni
   assert.match(bad.err, /--state-dir \/tmp\/bb is under \/tmp/);
   assert.equal(cli(['install-service', '--unit-dir', unitDir, '--name', 'bridge']).code, 2);
   assert.equal(existsSync(join(unitDir, 'bbbad.service')) || existsSync(join(unitDir, 'bridge.service')), false, 'nothing written on bad usage');
+
+  // The CNI socket: serve's default unless given; --no-cni passed on; checked like the others.
+  const cniArgs = ['install-service', '--unit-dir', unitDir, '--name', 'bbcni', '--state-dir', '/var/lib/bbcni'];
+  const own = cli([...cniArgs, '--cni-socket', '/run/bbcni/cni.sock']);
+  assert.equal(own.code, 0, own.err);
+  assert.match(own.out, /runs: .* serve --name bbcni .*--cni-socket \/run\/bbcni\/cni\.sock$/m);
+  assert.match(readFileSync(join(unitDir, 'bbcni.service'), 'utf8'), /^ExecStart=.* --cni-socket \/run\/bbcni\/cni\.sock$/m);
+  assert.match(cli([...cniArgs, '--no-cni', '--force']).out, /runs: .* --no-cni$/m);
+  assert.match(cli([...cniArgs, '--cni-socket', '/tmp/cni.sock', '--force']).err, /--cni-socket \/tmp\/cni\.sock is under \/tmp/);
+  assert.match(cli([...cniArgs, '--cni-socket', '/run/x.sock', '--no-cni']).err, /exclude each other/);
+  assert.doesNotMatch(readFileSync(join(unitDir, 'bbtest.service'), 'utf8'), /cni/, 'the default unit leaves it to serve');
 });
 
 test('install-service --enable runs daemon-reload, then enable --now, and fails when systemctl does', () => {
