@@ -126,7 +126,10 @@ function parse(args: string[]): Options | null {
       'cni-socket': { type: 'string' },
       'cni-bin-dir': { type: 'string' },
       'cni-conf-dir': { type: 'string' },
-      'dry-run': { type: 'boolean' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
+      'dry-run': { type: 'boolean' },
+      json: { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+    },
   });
   if (values.help === true) return null;
   const stateDir = values['state-dir'];

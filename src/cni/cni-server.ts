@@ -43,16 +43,7 @@ export interface CniServer {
 }
 
 async function removeStaleSocket(path: string): Promise<void> {
-  let st;
-  try {
-    st = statSync(path);
-  } catch {
-    return;
-  }
-  if (!st.isSocket()) throw new InstanceConflictError(`CNI socket ${path} exists and is not a socket; not replacing it`);
-  if (await socketAnswers(path)) {
-    throw new InstanceConflictError(`another process serves the CNI socket ${path} (a second batchbridge daemon?): give this one its own --cni-socket PATH, or --no-cni`);
-  }
+  await checkCniSocketFree(path);
   rmSync(path, { force: true });
 }
 
