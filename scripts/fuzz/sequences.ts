@@ -8,6 +8,7 @@
 // answer was lost must not be refused on its retry while the plugin keeps what it created.
 import { readBooks } from '../../test/netns/crash-kit.js';
 import type { Answer, FuzzClient, Tally } from './wire.js';
+import { rng } from '../../test/helpers/rng.js';
 
 export interface SequenceOptions {
   readonly workers: number;
@@ -21,18 +22,6 @@ export interface SequenceOptions {
 export type Held = Map<string, string>;
 
 type Body = Record<string, unknown>;
-
-/** mulberry32: reproducible from --seed */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const PHASE = 'sequences';
 const LONG_LIVED = 4;

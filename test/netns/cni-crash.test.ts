@@ -21,23 +21,12 @@ import { test } from 'node:test';
 import { cniCall, forwarderBuilt, type CniCallResult } from '../helpers/cni-call.js';
 import { randomHex, run, runOk, sleep } from '../helpers/proc.js';
 import { assertPrivateNetns, checkConsistency, cleanUpAfter, readBooks, startPlugin, tail, tempDir, type PluginProc } from './crash-kit.js';
+import { rng } from '../helpers/rng.js';
 
 const KILLS = Number(process.env.BB_CNI_CRASH_KILLS ?? 8);
 const SEED = Number(process.env.BB_CNI_CRASH_SEED ?? Date.now() % 100000);
 const WORKERS = 6;
 const SUBNET = '198.18.92';
-
-/** mulberry32: reproducible randomness from BB_CNI_CRASH_SEED */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 interface Pod {
   readonly id: string;
