@@ -16,8 +16,9 @@ import { BOOKS_FILE, BOOKS_SIDE_FILES } from '../state/state-dir.js';
 import { readBooksSnapshot } from '../state/sqlite-store.js';
 import { toolEnv } from '../tools/env.js';
 import { DEFAULT_TOOLS, type ToolPaths } from '../tools/paths.js';
-import { askPlugin, pluginSocket } from './plugin-client.js';
-import { checkName, UsageError } from './usage.js';
+import { askPlugin } from './plugin-client.js';
+import { locatePluginSocket } from './socket-lookup.js';
+import { UsageError } from './usage.js';
 
 export const CLEANUP_HELP = `Usage: batchbridge cleanup --state-dir DIR [options]
 
@@ -34,7 +35,8 @@ CNI socket, or serves this network namespace: stop it first (systemctl stop batc
 
 Options:
   --state-dir DIR   the books to uninstall (required; usually /var/lib/batchbridge)
-  --name NAME       the plugin's name (default: batchbridge), for its socket
+  --name NAME       the plugin's name, for its socket (default: batchbridge; NAME:TAG for a
+                    managed plugin)
   --socket-dir DIR  where its socket is (default: /run/docker/plugins)
   --cni-socket PATH its CNI socket, as given to serve (default: ${DEFAULT_CNI_SOCKET})
   --cni-bin-dir DIR also remove DIR/batchbridge-cni, if it is the forwarder cni-install wrote
@@ -134,7 +136,7 @@ function parse(args: string[]): Options | null {
   if (values.help === true) return null;
   const stateDir = values['state-dir'];
   if (stateDir === undefined || stateDir === '') throw new UsageError('--state-dir DIR is required: the books of the batchbridge to uninstall');
-  const socketPath = pluginSocket(checkName(values.name ?? 'batchbridge'), values['socket-dir'] ?? '/run/docker/plugins');
+  const socketPath = locatePluginSocket(values.name, values['socket-dir']);
   const cniSocket = values['cni-socket'] ?? DEFAULT_CNI_SOCKET;
   if (cniSocket === '') throw new UsageError('--cni-socket PATH must not be empty');
   return {

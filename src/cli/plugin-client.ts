@@ -1,14 +1,9 @@
 // Asking the running plugin over its socket (the private /BatchBridge.* routes), for the CLI's
 // commands. A socket file nobody listens on is what a killed plugin leaves behind: "not running".
 import { existsSync } from 'node:fs';
-import { join } from 'node:path';
 import { Agent, request } from 'undici';
 
 export type Asked<T> = { kind: 'answered'; body: T } | { kind: 'not-running' } | { kind: 'failed'; message: string };
-
-export function pluginSocket(name: string, socketDir: string): string {
-  return join(socketDir, `${name}.sock`);
-}
 
 /** POSTs `body` to `route`; `check` says whether the answer is the expected one. */
 export async function askPlugin<T>(socketPath: string, route: string, body: unknown, check: (v: Record<string, unknown>) => T | null, timeoutMs = 600_000): Promise<Asked<T>> {

@@ -1,9 +1,9 @@
-// `batchbridge ports`: asks the running plugin over its socket (undici) which bindings it made,
+// `batchbridge ports`: asks the running plugin over its socket which bindings it made,
 // since dockerd cannot show a remote driver's bindings (`docker port` stays empty,
 // libnetwork#2451).
 import { parseArgs } from 'node:util';
-import { Agent, request } from 'undici';
-import { resolvePluginSocket, socketBaseName } from './socket-lookup.js';
+import { askPlugin } from './plugin-client.js';
+import { locatePluginSocket } from './socket-lookup.js';
 import type { PortMapping } from '../domain/publishing.js';
 
 interface Binding {
@@ -25,7 +25,7 @@ Lists the host ports the running plugin published (dockerd cannot show a remote 
 \`docker port\` stays empty), one binding per line.
 
 Options:
-  --name NAME       the plugin to ask (default: batchbridge)
+  --name NAME       the plugin to ask (default: batchbridge; NAME:TAG for a managed plugin)
   --socket-dir DIR  where its socket is (default: /run/docker/plugins)
   --json            print JSON instead of one line per binding
   -h, --help        this text
@@ -44,38 +44,17 @@ export async function printPorts(args: string[]): Promise<number> {
     process.stdout.write(PORTS_HELP);
     return 0;
   }
-  const name = socketBaseName(values.name ?? 'batchbridge');
-  if (name === null) {
-    process.stderr.write(`batchbridge: invalid --name ${JSON.stringify(values.name)}
-`);
-    return 2;
-  }
-  let socketPath: string;
-  try {
-    socketPath = resolvePluginSocket(values['socket-dir'] ?? '/run/docker/plugins', name);
-  } catch (err) {
-    process.stderr.write(`batchbridge: ${(err as Error).message}\n`);
+  const socketPath = locatePluginSocket(values.name, values['socket-dir']);
+  const r = await askPlugin(socketPath, '/BatchBridge.Ports', {}, (v) => (Array.isArray(v.Bindings) ? (v.Bindings as Binding[]) : null), 30_000);
+  if (r.kind !== 'answered') {
+    process.stderr.write(`batchbridge: ${r.kind === 'failed' ? r.message : `no plugin answers at ${socketPath}`}\n`);
     return 1;
   }
-  const dispatcher = new Agent({ connect: { socketPath } });
-  try {
-    const res = await request('http://localhost/BatchBridge.Ports', { method: 'POST', body: '{}', dispatcher });
-    const body = (await res.body.json()) as { Bindings?: Binding[]; Err?: string };
-    if (res.statusCode !== 200 || !Array.isArray(body.Bindings)) {
-      process.stderr.write(`batchbridge: the plugin answered ${res.statusCode}: ${body.Err ?? 'no bindings list'}\n`);
-      return 1;
-    }
-    const sorted = [...body.Bindings].sort((a, b) => a.mapping.hostPort - b.mapping.hostPort || a.mapping.family - b.mapping.family);
-    if (values.json) {
-      process.stdout.write(`${JSON.stringify(sorted.map((b) => ({ ...b.mapping, networkId: b.networkId, endpointId: b.endpointId })), null, 2)}\n`);
-    } else {
-      for (const b of sorted) process.stdout.write(`${formatBinding(b)}\n`);
-    }
-    return 0;
-  } catch (err) {
-    process.stderr.write(`batchbridge: cannot reach the plugin at ${socketPath}: ${(err as Error).message}\n`);
-    return 1;
-  } finally {
-    await dispatcher.close();
+  const sorted = [...r.body].sort((a, b) => a.mapping.hostPort - b.mapping.hostPort || a.mapping.family - b.mapping.family);
+  if (values.json) {
+    process.stdout.write(`${JSON.stringify(sorted.map((b) => ({ ...b.mapping, networkId: b.networkId, endpointId: b.endpointId })), null, 2)}\n`);
+  } else {
+    for (const b of sorted) process.stdout.write(`${formatBinding(b)}\n`);
   }
+  return 0;
 }

@@ -16,7 +16,7 @@ import { DEFAULT_TOOLS, type ToolPaths } from '../tools/paths.js';
 import { claimBooks } from '../instance/claim.js';
 import { describeInstance, stateDirHolder } from '../state/instance-lock.js';
 import { askPlugin as askPluginRoute } from './plugin-client.js';
-import { resolvePluginSocket, socketBaseName } from './socket-lookup.js';
+import { locatePluginSocket } from './socket-lookup.js';
 
 export const RECONCILE_HELP = `Usage: batchbridge reconcile [options]
 
@@ -83,20 +83,8 @@ export async function runReconcile(args: string[], tools: ToolPaths = DEFAULT_TO
     process.stdout.write(RECONCILE_HELP);
     return 0;
   }
-  const name = socketBaseName(values.name ?? 'batchbridge');
-  if (name === null) {
-    process.stderr.write(`batchbridge: invalid --name ${JSON.stringify(values.name)}
-`);
-    return 2;
-  }
   const stateDir = values['state-dir'] ?? '/var/lib/batchbridge';
-  let socketPath: string;
-  try {
-    socketPath = resolvePluginSocket(values['socket-dir'] ?? '/run/docker/plugins', name);
-  } catch (err) {
-    process.stderr.write(`batchbridge: ${(err as Error).message}\n`);
-    return 1;
-  }
+  const socketPath = locatePluginSocket(values.name, values['socket-dir']);
   const dryRun = values['dry-run'] === true;
 
   let report: ReconcileReport;

@@ -4,6 +4,7 @@
 // is <socket-dir>/<id>/<name>.sock.
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { UsageError } from './usage.js';
 
 /**
  * A plugin name, optionally with the tag Docker gives a managed plugin's driver name
@@ -35,4 +36,17 @@ export function resolvePluginSocket(socketDir: string, base: string): string {
     throw new Error(`several plugins have a socket named ${base}.sock: ${found.join(', ')}; pass --socket-dir with the folder of the one you mean`);
   }
   return found[0] ?? direct;
+}
+
+export const DEFAULT_SOCKET_DIR = '/run/docker/plugins';
+
+/**
+ * The socket of the plugin a CLI command names with --name and --socket-dir: hand-started,
+ * systemd or managed. A bad name is a UsageError; several managed plugins of that name, an Error.
+ */
+export function locatePluginSocket(name: string | undefined, socketDir: string | undefined): string {
+  const given = name ?? 'batchbridge';
+  const base = socketBaseName(given);
+  if (base === null) throw new UsageError(`invalid --name ${JSON.stringify(given)}: 1-64 characters of [a-z0-9_.-], optionally with a :TAG`);
+  return resolvePluginSocket(socketDir ?? DEFAULT_SOCKET_DIR, base);
 }

@@ -3,8 +3,8 @@
 // is healthy, for scripts and monitoring checks.
 import { parseArgs } from 'node:util';
 import type { PipelineStatus, PluginStatus } from '../engine/status.js';
-import { askPlugin, pluginSocket } from './plugin-client.js';
-import { checkName } from './usage.js';
+import { askPlugin } from './plugin-client.js';
+import { locatePluginSocket } from './socket-lookup.js';
 
 export const STATUS_HELP = `Usage: batchbridge status [options]
 
@@ -17,7 +17,7 @@ reconciliation that failed or could not fix something, a firewall watchdog whose
 failed or whose last check could not read the rules, or the plugin shutting down.
 
 Options:
-  --name NAME       the plugin to ask (default: batchbridge)
+  --name NAME       the plugin to ask (default: batchbridge; NAME:TAG for a managed plugin)
   --socket-dir DIR  where its socket is (default: /run/docker/plugins)
   --json            print the whole answer as JSON
   -h, --help        this text
@@ -72,7 +72,7 @@ export async function runStatus(args: string[]): Promise<number> {
     process.stdout.write(STATUS_HELP);
     return 0;
   }
-  const socketPath = pluginSocket(checkName(values.name ?? 'batchbridge'), values['socket-dir'] ?? '/run/docker/plugins');
+  const socketPath = locatePluginSocket(values.name, values['socket-dir']);
   const r = await askPlugin(socketPath, '/BatchBridge.Status', {}, (v) => (v.Status !== null && typeof v.Status === 'object' ? (v.Status as PluginStatus) : null), 30_000);
   if (r.kind !== 'answered') {
     process.stderr.write(`batchbridge: ${r.kind === 'failed' ? r.message : `no plugin answers at ${socketPath}`}\n`);

@@ -10,7 +10,8 @@ import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
 import { parseLdd, productionPackages } from '../../src/cli/plugin-inputs.js';
 import { pluginConfig, PLUGIN_PATHS } from '../../src/cli/plugin-config.js';
-import { resolvePluginSocket, socketBaseName } from '../../src/cli/socket-lookup.js';
+import { locatePluginSocket, resolvePluginSocket, socketBaseName } from '../../src/cli/socket-lookup.js';
+import { isUsageError } from '../../src/cli/usage.js';
 
 const BIN = fileURLToPath(new URL('../../../bin/batchbridge.js', import.meta.url));
 
@@ -81,6 +82,9 @@ test('socket lookup: NAME:TAG, a direct socket first, then <socket-dir>/<plugin 
     mkdirSync(join(dir, id1));
     writeFileSync(join(dir, id1, 'bb.sock'), '');
     assert.equal(resolvePluginSocket(dir, 'bb'), join(dir, id1, 'bb.sock'));
+    // What every CLI command calls: the tag dropped, the managed plugin found.
+    assert.equal(locatePluginSocket('bb:latest', dir), join(dir, id1, 'bb.sock'));
+    assert.throws(() => locatePluginSocket('Bad/Name', dir), (e: unknown) => isUsageError(e) && /invalid --name "Bad\/Name"/.test((e as Error).message));
     writeFileSync(join(dir, 'bb.sock'), '');
     assert.equal(resolvePluginSocket(dir, 'bb'), join(dir, 'bb.sock'), 'a hand-started plugin of that name wins');
     rmSync(join(dir, 'bb.sock'));
